@@ -1,0 +1,232 @@
+"""`harness` command line: run, status, list, demo.
+
+Exit codes: 0 every unit done; 1 some units failed (see `_failures`);
+2 bad input (nothing was written); 130 interrupted (finished units kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness import __version__
+from harness.executor import ExecutorError, RunConfig, run_units
+from harness.params import ParamError
+from harness.progress import Progress
+from harness.spec import EXECUTOR_PARAMS, Spec, SpecError, load_spec, resolve_sweep_path, validate
+from harness.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_RESULTS = "results"
+DEMO_SWEEP = "demo"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("harness").setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ExecutorError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a sweep (skips units already done)")
+    run.add_argument("sweep", help="sweep file, or a name in sweeps/")
+    run.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                     help="override fields of the sweep file, e.g. tasks.evaluate.seed=[0,1]")
+    _add_run_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="done / pending / failed units per task")
+    status.add_argument("sweep", help="sweep file, a name in sweeps/, or a sweep under --results")
+    status.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    status.add_argument("--results", default=DEFAULT_RESULTS, help="results root (path or URI)")
+    status.set_defaults(func=cmd_status)
+
+    lst = sub.add_parser("list", help="list tasks, models or datasets")
+    lst.add_argument("what", nargs="?", choices=("tasks", "models", "datasets"), default="tasks")
+    lst.set_defaults(func=cmd_list)
+
+    demo = sub.add_parser("demo", help="run sweeps/demo.yaml on the embedded default")
+    _add_run_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results root: a path or a "
+                   "pyarrow filesystem URI (file://, s3://, gs://); default: results/")
+    p.add_argument("--executor", choices=("local", "ray"), help="where units run (default: ray)")
+    p.add_argument("--address", help="join a running Ray cluster instead of starting one")
+    p.add_argument("--workers", type=int, help="worker actors (default: one per CPU/GPU share)")
+    p.add_argument("--num-gpus", type=float, dest="num_gpus", help="GPUs per worker (fractions ok)")
+    p.add_argument("--num-cpus", type=float, dest="num_cpus", help="CPUs per worker")
+    p.add_argument("--max-retries", type=int, dest="max_retries",
+                   help="re-runs of a unit whose worker died")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="local executor device")
+
+
+def run_config(spec: Spec, args: argparse.Namespace) -> RunConfig:
+    """The spec's executor section with command-line flags applied (flags win)."""
+    values = dict(spec.executor)
+    flag_names = {"executor": "kind", "workers": "workers", "num_gpus": "num_gpus",
+                  "num_cpus": "num_cpus", "max_retries": "max_retries", "device": "device"}
+    errors = []
+    params = {p.name: p for p in EXECUTOR_PARAMS}
+    for flag, key in flag_names.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        try:
+            values[key] = params[key].coerce(value)
+        except ParamError as exc:
+            errors.append(f"--{flag.replace('_', '-')}: {exc}")
+    if errors:
+        raise SpecError(errors)
+    return RunConfig(address=args.address, **values)
+
+
+def provenance(spec: Spec, config: RunConfig) -> dict[str, Any]:
+    """What produced a sweep's results: spec, software versions, host, time, command."""
+    import pyarrow
+    import ray
+    import timm
+    import torch
+
+    return {
+        "sweep": spec.name,
+        "spec": spec.document,
+        "executor": config.__dict__,
+        "versions": {"harness": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "timm": timm.__version__,
+                     "ray": ray.__version__, "pyarrow": pyarrow.__version__},
+        "host": socket.gethostname(),
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "argv": sys.argv,
+    }
+
+
+def execute(spec: Spec, args: argparse.Namespace) -> int:
+    """Run the pending units of a validated spec; print what happened."""
+    config = run_config(spec, args)
+    store = Store(args.results)
+    units = spec.units()
+    done = {t: store.unit_ids(spec.name, t) for t in spec.combos}
+    pending = [u for u in units if u.unit_id not in done[u.task]]
+    counts = ", ".join(f"{t}: {len(c)}" for t, c in _by_task(units).items())
+    print(f"sweep {spec.name}: {len(units)} units ({counts}); {len(units) - len(pending)} done, "
+          f"{len(pending)} to run -> {store.root}/{spec.name}", file=sys.stderr)
+    if not pending:
+        print("nothing to run: every unit is done", file=sys.stderr)
+        return EXIT_OK
+    store.write_manifest(spec.name, provenance(spec, config))
+    summary = run_units(pending, args.results, config, Progress(len(pending)))
+    nodes = ", ".join(f"{n or 'driver'}: {c}" for n, c in summary.nodes.items())
+    print(f"ran {summary.done + summary.failed} of {len(pending)} units in {summary.seconds:.1f}s: "
+          f"{summary.done} done, {summary.failed} failed (per node: {nodes})", file=sys.stderr)
+    if summary.interrupted:
+        print("interrupted: finished units are kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary.failed:
+        for line in summary.errors[:5]:
+            print(f"  failed {line}", file=sys.stderr)
+        print(f"tracebacks: harness.load({args.results!r}, task='_failures', sweep={spec.name!r})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _by_task(units: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for u in units:
+        out.setdefault(u.task, []).append(u)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return execute(load_spec(args.sweep, args.overrides), args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = Store(args.results)
+    try:
+        spec = load_spec(args.sweep, args.overrides)
+    except SpecError:
+        manifest = store.read_manifest(args.sweep)
+        if manifest is None:
+            raise
+        spec = validate(manifest["spec"])
+    failed = store.unit_ids(spec.name, "_failures")
+    print(f"sweep {spec.name} in {store.root}/{spec.name}")
+    print(f"{'task':<16}{'total':>8}{'done':>8}{'failed':>8}{'pending':>9}")
+    for task, units in _by_task(spec.units()).items():
+        ids = {u.unit_id for u in units}
+        done = ids & store.unit_ids(spec.name, task)
+        bad = (ids & failed) - done
+        print(f"{task:<16}{len(ids):>8}{len(done):>8}{len(bad):>8}{len(ids - done - bad):>9}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "tasks":
+        from harness.registry import load_tasks
+
+        for name, task in sorted(load_tasks().items()):
+            print(f"{name}: {task.description}")
+            for p in task.params:
+                print(f"    {p.describe()}")
+    elif args.what == "models":
+        import torch
+
+        from harness.models import MODELS, build_model, count_params
+
+        for name, entry in sorted(MODELS.items()):
+            with torch.device("meta"):
+                n = count_params(build_model(name, 10))
+            print(f"{name:<12}{n / 1e6:8.2f}M params (10 classes)  {entry.description}")
+    else:
+        from harness.data import DATASETS, dataset_names
+
+        for name in dataset_names():
+            doc = (DATASETS[name].__doc__ or "").strip().splitlines()
+            print(f"{name:<12}{doc[0] if doc else ''}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    spec = load_spec(str(resolve_sweep_path(DEMO_SWEEP)))
+    code = execute(spec, args)
+    if code not in (EXIT_OK, EXIT_FAILED):
+        return code
+    from harness.store import load
+
+    df = load(args.results, task="evaluate", sweep=spec.name)
+    cols = ["model", "seed", "split", "n_samples", "num_params", "acc", "nll", "ece", "node_id"]
+    table = df[cols].sort_values(["model", "seed"]).to_string(index=False, float_format="%.4f")
+    print(table)
+    print(f"results: {Path(args.results).resolve() / spec.name if '://' not in args.results else args.results}")
+    print(f"read them with: python -c \"import harness; print(harness.load({args.results!r}, "
+          f"task='evaluate', sweep={spec.name!r}))\"")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

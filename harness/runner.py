@@ -1,0 +1,105 @@
+"""Running one unit where it lands (in-process or inside a worker actor).
+
+Both executors call `UnitRunner.run`, so a unit behaves the same whether it
+runs locally or on a Ray actor: it computes its rows, writes its own file and
+returns only small metadata. A unit that raises is recorded in `_failures`
+with its traceback and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from harness import __version__
+from harness.context import UnitContext, WorkerCache
+from harness.params import canonical_json
+from harness.registry import get_task
+from harness.schema import FAILURE_SCHEMA, build_table, common_values
+from harness.store import Store
+from harness.units import WorkUnit
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports back: never rows, only where they went."""
+
+    unit_id: str
+    ok: bool
+    rows: int = 0
+    path: str = ""
+    error: str = ""
+    duration_s: float = 0.0
+    node_id: str = ""
+
+
+class UnitRunner:
+    """Runs units against one store with one long-lived cache and device."""
+
+    def __init__(self, results_root: str, device: str = "cpu", node_id: str = "local",
+                 cache_entries: int = 8) -> None:
+        self.store = Store(results_root)
+        self.device = torch.device(device)
+        self.node_id = node_id
+        self.host = socket.gethostname()
+        self.cache = WorkerCache(cache_entries)
+
+    def _meta(self, started: float, attempt: int) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "node_id": self.node_id,
+            "device": str(self.device),
+            "attempt": attempt,
+            "duration_s": time.perf_counter() - started,
+            "finished_at": dt.datetime.now(dt.timezone.utc),
+            "harness_version": __version__,
+        }
+
+    def run(self, unit: WorkUnit, attempt: int = 1) -> Outcome:
+        started = time.perf_counter()
+        try:
+            task = get_task(unit.task)
+            ctx = UnitContext(device=self.device, cache=self.cache,
+                              seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id)
+            rows = task.run(unit, ctx)
+            table = build_table(task, unit, rows, self._meta(started, attempt))
+            path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
+            self.store.clear_failure(unit.sweep, unit.unit_id)
+            return Outcome(unit.unit_id, True, table.num_rows, path,
+                           duration_s=time.perf_counter() - started, node_id=self.node_id)
+        except Exception as exc:  # noqa: BLE001 - every unit error is recorded, none escapes
+            message = f"{type(exc).__name__}: {exc}"
+            record_failure(self.store, unit, exc, traceback.format_exc(),
+                           self._meta(started, attempt))
+            return Outcome(unit.unit_id, False, error=message,
+                           duration_s=time.perf_counter() - started, node_id=self.node_id)
+
+
+def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,
+                   meta: dict[str, Any]) -> None:
+    """Write one `_failures` row for a unit (also used by the driver for lost workers)."""
+    values = common_values(unit, meta)
+    values.update({
+        "task": "_failures",
+        "failed_task": unit.task,
+        "params_json": canonical_json(unit.params),
+        "error_type": type(exc).__name__ if isinstance(exc, BaseException) else "WorkerLost",
+        "message": str(exc),
+        "traceback": tb,
+    })
+    table = pa.Table.from_pylist([values], schema=FAILURE_SCHEMA)
+    store.write_failure(unit.sweep, unit.unit_id, table)
+
+
+def driver_meta(attempt: int) -> dict[str, Any]:
+    """Run facts for a failure the driver records itself (the worker is gone)."""
+    return {"host": socket.gethostname(), "node_id": "", "device": "", "attempt": attempt,
+            "duration_s": 0.0, "finished_at": dt.datetime.now(dt.timezone.utc),
+            "harness_version": __version__}

@@ -1,0 +1,1 @@
+"""Measurement tasks. Each module registers its task with `harness.registry.register_task`."""
