@@ -29,7 +29,16 @@ DEMO_SWEEP = "demo"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        # Overrides may come before or after the flags: collect the stray ones.
+        args, extras = parser.parse_known_args(argv)
+        stray = [e for e in extras if e.startswith("-") or not hasattr(args, "overrides")]
+        if stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        if extras:
+            args.overrides = [*args.overrides, *extras]
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("harness").setLevel(logging.INFO)
     try:
