@@ -61,7 +61,10 @@ class Worker:
 
 
 def ensure_ray(config: RunConfig) -> bool:
-    """Connect to `config.address` or start an embedded local Ray; True if started here."""
+    """Join `config.address` (or $RAY_ADDRESS), else start an embedded local Ray.
+
+    Returns True when this call connected, so the caller disconnects at the end.
+    """
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         raise SecurityError("RAY_AUTH_MODE=disabled: the harness keeps Ray token authentication "
                             "on; unset RAY_AUTH_MODE (a token is created in ~/.ray/auth_token)")
@@ -69,11 +72,14 @@ def ensure_ray(config: RunConfig) -> bool:
         return False
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                "configure_logging": True}
-    if config.address:
-        ray.init(address=config.address, **options)
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **options)
     else:
+        # "local" starts a new instance even when a `ray start` cluster exists
+        # on this machine (plain ray.init() would silently join that one).
         needed = math.ceil(max(config.workers, 1) * config.num_cpus)
-        ray.init(num_cpus=max(os.cpu_count() or 1, needed), **options)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), **options)
     return True
 
 
@@ -133,7 +139,7 @@ def run_on_ray(units: list[WorkUnit], results_root: str, config: RunConfig,
                     record_failure(store, unit, message, "", driver_meta(attempt))
                     result = Outcome(unit.unit_id, False, error=message)
                 except RayTaskError as exc:  # an error outside the unit's own try block
-                    record_failure(store, unit, str(exc), str(exc), driver_meta(attempt))
+                    record_failure(store, unit, exc, str(exc), driver_meta(attempt))
                     result = Outcome(unit.unit_id, False, error=str(exc).splitlines()[0])
                 else:
                     deaths_since_success = 0

@@ -36,7 +36,6 @@ class Outcome:
     rows: int = 0
     path: str = ""
     error: str = ""
-    duration_s: float = 0.0
     node_id: str = ""
 
 
@@ -72,14 +71,12 @@ class UnitRunner:
             table = build_table(task, unit, rows, self._meta(started, attempt))
             path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
             self.store.clear_failure(unit.sweep, unit.unit_id)
-            return Outcome(unit.unit_id, True, table.num_rows, path,
-                           duration_s=time.perf_counter() - started, node_id=self.node_id)
+            return Outcome(unit.unit_id, True, table.num_rows, path, node_id=self.node_id)
         except Exception as exc:  # noqa: BLE001 - every unit error is recorded, none escapes
             message = f"{type(exc).__name__}: {exc}"
             record_failure(self.store, unit, exc, traceback.format_exc(),
                            self._meta(started, attempt))
-            return Outcome(unit.unit_id, False, error=message,
-                           duration_s=time.perf_counter() - started, node_id=self.node_id)
+            return Outcome(unit.unit_id, False, error=message, node_id=self.node_id)
 
 
 def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,
