@@ -24,7 +24,7 @@ from harness.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
-DEMO_SWEEP = "demo"
+DEMO_SWEEPS = ("demo_train", "demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("what", nargs="?", choices=("tasks", "models", "datasets"), default="tasks")
     lst.set_defaults(func=cmd_list)
 
-    demo = sub.add_parser("demo", help="run sweeps/demo.yaml on the embedded default")
+    demo = sub.add_parser("demo", help="train and evaluate the demo models on the embedded default")
     _add_run_flags(demo)
     demo.set_defaults(func=cmd_demo)
     return p
@@ -171,13 +171,13 @@ def _by_task(units: list) -> dict[str, list]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return execute(load_spec(args.sweep, args.overrides), args)
+    return execute(load_spec(args.sweep, args.overrides, args.results), args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     store = Store(args.results)
     try:
-        spec = load_spec(args.sweep, args.overrides)
+        spec = load_spec(args.sweep, args.overrides, args.results)
     except SpecError:
         manifest = store.read_manifest(args.sweep)
         if manifest is None:
@@ -207,10 +207,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         from harness.models import MODELS, build_model, count_params
 
+        width = max(map(len, MODELS))
         for name, entry in sorted(MODELS.items()):
             with torch.device("meta"):
                 n = count_params(build_model(name, 10))
-            print(f"{name:<12}{n / 1e6:8.2f}M params (10 classes)  {entry.description}")
+            print(f"{name:<{width}} {n / 1e6:7.2f}M params (10 classes)  {entry.description}")
+        print(f"{'timm:<name>':<{width}}  any timm model, e.g. timm:resnet50 (`pretrained: true` "
+              "in model_args needs cached weights or a network)")
     else:
         from harness.data import DATASETS, dataset_names
 
@@ -221,20 +224,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    spec = load_spec(str(resolve_sweep_path(DEMO_SWEEP)))
-    code = execute(spec, args)
-    if code not in (EXIT_OK, EXIT_FAILED):
-        return code
+    """Train the demo models (sweeps/demo_train.yaml), evaluate every checkpoint (demo.yaml)."""
     from harness.store import load
 
-    df = load(args.results, task="evaluate", sweep=spec.name)
-    cols = ["model", "seed", "split", "n_samples", "num_params", "acc", "nll", "ece", "node_id"]
-    table = df[cols].sort_values(["model", "seed"]).to_string(index=False, float_format="%.4f")
-    print(table)
-    print(f"results: {Path(args.results).resolve() / spec.name if '://' not in args.results else args.results}")
+    worst = EXIT_OK
+    for name in DEMO_SWEEPS:
+        spec = load_spec(str(resolve_sweep_path(name)), results_root=args.results)
+        code = execute(spec, args)
+        if code not in (EXIT_OK, EXIT_FAILED):
+            return code
+        worst = max(worst, code)
+    evaluated = load(args.results, task="evaluate", sweep="demo")
+    trained = load(args.results, task="train", sweep="demo_train",
+                   columns=["checkpoint", "data_fraction", "epoch"])
+    table = evaluated.drop(columns=["data_fraction"]).merge(trained, on="checkpoint")
+    cols = ["model", "data_fraction", "epoch", "num_params", "acc", "nll", "ece"]
+    print(table[cols].rename(columns={"data_fraction": "train_fraction"})
+          .sort_values(["model", "train_fraction", "epoch"])
+          .to_string(index=False, float_format="%.4f"))
+    where = args.results if "://" in args.results else str(Path(args.results).resolve())
+    print(f"results: {where} (sweeps demo_train, demo)")
     print(f"read them with: python -c \"import harness; print(harness.load({args.results!r}, "
-          f"task='evaluate', sweep={spec.name!r}))\"")
-    return code
+          f"task='evaluate', sweep='demo'))\"")
+    return worst
 
 
 if __name__ == "__main__":

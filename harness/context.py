@@ -48,18 +48,30 @@ class WorkerCache:
 
 @dataclass
 class UnitContext:
-    """Per-unit services. `seed` is the unit's `seed` param (0 if it has none)."""
+    """Per-unit services.
+
+    seed: the unit's `seed` param (0 if it has none).
+    artifact_dir: where the unit may write files beside its rows (checkpoints),
+        `<results>/<sweep>/_artifacts/<task>/<unit_id>`; a re-run overwrites them.
+    """
 
     device: torch.device
     cache: WorkerCache
     seed: int
     unit_id: str
+    artifact_dir: str = ""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.task"))
 
     @property
     def rng(self) -> np.random.Generator:
         """A NumPy generator seeded from the unit id: the same for every run of the unit."""
         return np.random.default_rng(int(self.unit_id, 16))
+
+    def artifact(self, name: str) -> str:
+        """Path (or URI) of an artifact file of this unit."""
+        if not self.artifact_dir:
+            raise RuntimeError("this context has no artifact directory")
+        return f"{self.artifact_dir}/{name}"
 
     def torch_generator(self, offset: int = 0) -> torch.Generator:
         """A CPU torch generator seeded from the unit's seed param (plus `offset`)."""

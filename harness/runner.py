@@ -66,7 +66,9 @@ class UnitRunner:
         try:
             task = get_task(unit.task)
             ctx = UnitContext(device=self.device, cache=self.cache,
-                              seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id)
+                              seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id,
+                              artifact_dir=self.store.artifact_dir(unit.sweep, unit.task,
+                                                                   unit.unit_id))
             rows = task.run(unit, ctx)
             table = build_table(task, unit, rows, self._meta(started, attempt))
             path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)

@@ -97,8 +97,12 @@ def resolve_sweep_path(sweep: str, search_dirs: list[Path] | None = None) -> Pat
                      f"{', '.join(str(d) for d in dirs)})"])
 
 
-def load_spec(sweep: str, overrides: list[str] | None = None) -> Spec:
-    """Read, override and validate a sweep file; raises SpecError on any problem."""
+def load_spec(sweep: str, overrides: list[str] | None = None,
+              results_root: str = "results") -> Spec:
+    """Read, override and validate a sweep file; raises SpecError on any problem.
+
+    `results_root` is where `checkpoint: sweep:<name>` references are looked up.
+    """
     path = resolve_sweep_path(sweep)
     try:
         document = yaml.safe_load(path.read_text())
@@ -110,7 +114,9 @@ def load_spec(sweep: str, overrides: list[str] | None = None) -> Spec:
         raise SpecError([f"{path}: the top level must be a mapping with keys "
                          f"{', '.join(TOP_LEVEL_KEYS)}"])
     document = apply_overrides(document, overrides or [])
-    return validate(document)
+    from harness.checkpoints import resolve_checkpoint_refs
+
+    return validate(resolve_checkpoint_refs(document, results_root))
 
 
 def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

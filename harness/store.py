@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from harness.schema import FAILURES_TABLE
 
 MANIFEST = "_sweep.json"
+ARTIFACTS = "_artifacts"
 SUFFIX = ".parquet"
 
 
@@ -51,6 +52,11 @@ class Store:
     def unit_path(self, sweep: str, task: str, unit_id: str) -> str:
         return posixpath.join(self.dir(sweep, task), unit_id + SUFFIX)
 
+    def artifact_dir(self, sweep: str, task: str, unit_id: str) -> str:
+        """Where a unit keeps its files (checkpoints), as a path or URI like the root."""
+        path = posixpath.join(self.base, sweep, ARTIFACTS, task, unit_id)
+        return path if "://" not in self.root else self.root.split("://")[0] + "://" + path
+
     # -- listing -----------------------------------------------------------
     def _list(self, directory: str) -> list[pafs.FileInfo]:
         info = self.fs.get_file_info(directory)
@@ -71,8 +77,9 @@ class Store:
                       if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
 
     def tasks(self, sweep: str) -> list[str]:
+        """Task directories of a sweep (not `_failures` or `_artifacts`)."""
         return sorted(i.base_name for i in self._list(posixpath.join(self.base, sweep))
-                      if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+                      if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
 
     # -- writing -----------------------------------------------------------
     def write_table(self, sweep: str, task: str, unit_id: str, table: pa.Table) -> str:
@@ -143,7 +150,7 @@ def load(root: str, task: str | None = None, sweep: str | list[str] | None = Non
     store = Store(root)
     if task is None:
         sweeps = store.sweeps() if sweep is None else ([sweep] if isinstance(sweep, str) else sweep)
-        found = sorted({t for s in sweeps for t in store.tasks(s)} - {FAILURES_TABLE})
+        found = sorted({t for s in sweeps for t in store.tasks(s)})
         if len(found) != 1:
             raise ValueError(f"load(): name a task; results under {root!r} hold "
                              f"{', '.join(found) or 'no tasks'}")

@@ -13,28 +13,79 @@ import torch
 from torch import nn
 
 from harness.context import UnitContext
-from harness.data import Dataset, load_dataset
-from harness.models import build_model
+from harness.data import Dataset, dataset_names, load_dataset, validate_dataset_args
+from harness.models import build_model, validate_model_args
+from harness.params import Param
+
+
+def _known_model(name: str) -> list[str]:
+    return [e for e in validate_model_args(name, {}) if "unknown model" in e]
+
+
+#: The params every task that builds a model on a dataset shares.
+MODEL_PARAMS: tuple[Param, ...] = (
+    Param("model", str, "", "architecture (`harness list models`); may be left out when "
+          "`checkpoint` names a harness checkpoint", check=lambda v: _known_model(v) if v else []),
+    Param("model_args", dict, {}, "width/depth/patch overrides of the architecture"),
+    Param("dataset", str, "digits", "dataset name", choices=dataset_names),
+    Param("dataset_args", dict, {}, "dataset options (e.g. data_root, synthetic num_samples)"),
+    Param("data_fraction", float, 1.0, "stratified share of the split", min=0.0,
+          max=1.0, min_exclusive=True),
+    Param("data_size", int, 0, "absolute number of samples instead of data_fraction (0: off)",
+          min=0),
+    Param("seed", int, 0, "model initialisation, data order and subset seed", min=0),
+)
+
+
+def check_model_and_data(params: dict[str, Any], split: str = "train") -> list[str]:
+    """Cross-field checks of MODEL_PARAMS, cheap enough to run on every combination."""
+    errors = []
+    if not params["model"] and not params.get("checkpoint"):
+        errors.append("model: name an architecture (or a `checkpoint`)")
+    elif params["model"]:
+        errors += [f"model_args: {e}" for e in validate_model_args(params["model"],
+                                                                   params["model_args"])]
+    errors += [f"dataset_args: {e}" for e in validate_dataset_args(
+        params["dataset"], params.get("split", split), params["data_fraction"],
+        params["dataset_args"], data_size=params["data_size"] or None)]
+    return errors
 
 
 def cached_dataset(ctx: UnitContext, name: str, split: str, data_fraction: float, seed: int,
-                   dataset_args: dict[str, Any] | None = None) -> Dataset:
-    """A dataset split (CPU tensors), shared by all units of the worker that use it."""
+                   dataset_args: dict[str, Any] | None = None, data_size: int = 0) -> Dataset:
+    """A dataset split (CPU tensors), shared by all units of the worker that use it.
+
+    The seed only picks a subset: with the whole split it is left out of the
+    key, so units with different seeds share one copy.
+    """
     args = dict(dataset_args or {})
-    key = ("dataset", name, split, data_fraction, seed if data_fraction < 1 else None, args)
-    return ctx.cache.get(key, lambda: load_dataset(name, split, data_fraction, seed, **args))
+    subset = data_fraction < 1 or data_size > 0
+    key = ("dataset", name, split, data_fraction, data_size, seed if subset else None, args)
+    return ctx.cache.get(key, lambda: load_dataset(name, split, data_fraction, seed,
+                                                   data_size=data_size or None, **args))
 
 
 def cached_model(ctx: UnitContext, name: str, num_classes: int, seed: int,
-                 model_args: dict[str, Any] | None = None) -> nn.Module:
-    """A freshly initialised model (seeded by `seed`) on the unit's device, in eval mode."""
+                 model_args: dict[str, Any] | None = None, checkpoint: str = "") -> nn.Module:
+    """The unit's model on its device, in eval mode: loaded from `checkpoint`
+    when one is named, else freshly initialised under `torch.manual_seed(seed)`."""
+    from harness.checkpoints import load_checkpoint
+
     args = dict(model_args or {})
 
     def build() -> nn.Module:
-        torch.manual_seed(seed)
-        return build_model(name, num_classes, **args).to(ctx.device).eval()
+        if checkpoint:
+            model, meta = load_checkpoint(checkpoint, name, args, num_classes)
+            if int(meta["num_classes"]) != num_classes:
+                raise ValueError(f"checkpoint {checkpoint!r} has {meta['num_classes']} classes, "
+                                 f"the dataset {num_classes}")
+        else:
+            torch.manual_seed(seed)
+            model = build_model(name, num_classes, **args)
+        return model.to(ctx.device).eval()
 
-    return ctx.cache.get(("model", name, num_classes, seed, args), build)
+    key = ("checkpoint", checkpoint) if checkpoint else ("model", name, num_classes, seed, args)
+    return ctx.cache.get(key, build)
 
 
 @torch.no_grad()

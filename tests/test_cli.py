@@ -17,13 +17,16 @@ def test_list_tasks_shows_params_and_descriptions(capsys):
     out = capsys.readouterr().out
     assert "evaluate: accuracy, NLL and ECE" in out
     assert "data_fraction: float = 1.0 range (0.0, 1.0]" in out
-    assert "model: str (required) one of resnet18, vit_ti" in out
+    assert 'model: str = "" — architecture' in out
+    assert "train: train an architecture" in out and "checkpoint_at: list = []" in out
 
 
 def test_list_models_prints_parameter_counts(capsys):
     assert cli.main(["list", "models"]) == 0
     out = capsys.readouterr().out
-    assert "resnet18       11.17M" in out and "vit_ti          5.39M" in out
+    counts = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert counts["resnet18"] == "11.17M" and counts["vit_ti"] == "5.39M"
+    assert counts["resnet50"] == "23.52M" and counts["wrn28_10"] == "36.48M"
 
 
 def test_status_from_file_and_from_stored_manifest(in_tmp, capsys):
