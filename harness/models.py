@@ -51,6 +51,8 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {}
+#: `timm:<name>` builds any timm model (harness/zoo/timm_models.py).
+TIMM_PREFIX = "timm:"
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
@@ -107,8 +109,13 @@ def validate_model_args(name: str, args: dict) -> list[str]:
     Empty list means valid. Used by the spec validator (before anything runs)
     and by `build_model`.
     """
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from harness.zoo.timm_models import validate_timm
+
+        return validate_timm(name, args)
     if name not in MODELS:
-        return [f"unknown model {name!r}; allowed: {', '.join(model_names())}"]
+        return [f"unknown model {name!r}; allowed: {', '.join(model_names())} "
+                f"or {TIMM_PREFIX}<any timm model>"]
     entry = MODELS[name]
     if not isinstance(args, dict):
         return [f"model {name!r}: model_args must be a mapping, got {_type_name(args)}"]
@@ -134,6 +141,10 @@ def build_model(name: str, num_classes: int, **model_args: Any) -> nn.Module:
     Raises ValueError (all problems in one message) on an unknown name or a bad
     override, so a typo never silently builds the default model.
     """
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        from harness.zoo.timm_models import build_timm
+
+        return build_timm(name, num_classes, **model_args)
     errors = validate_model_args(name, model_args)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         errors.append(f"num_classes must be a positive int, got {num_classes!r}")

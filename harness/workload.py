@@ -19,7 +19,8 @@ from harness.params import Param
 
 
 def _known_model(name: str) -> list[str]:
-    return [e for e in validate_model_args(name, {}) if "unknown model" in e]
+    """Only the unknown-name message (argument problems are checked with model_args)."""
+    return [e for e in validate_model_args(name, {}) if e.startswith("unknown ")]
 
 
 #: The params every task that builds a model on a dataset shares.

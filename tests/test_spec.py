@@ -26,6 +26,8 @@ BAD_SPECS = [
      ["tasks.evaluat: unknown task", "allowed: evaluate, noop"]),
     (with_eval(model="resnet19"),
      ["tasks.evaluate.model: unknown model 'resnet19'; allowed: ", "resnet18", "vit_ti"]),
+    (with_eval(model="timm:resnt18"),
+     ["tasks.evaluate.model: unknown timm model 'resnt18'; close matches: resnet18"]),
     (with_eval(dataset="cifar11"),
      ["tasks.evaluate.dataset: unknown value 'cifar11'", "allowed: cifar10, cifar100, digits"]),
     (with_eval(batch_size="big"),
@@ -94,6 +96,11 @@ def test_yaml_is_loaded_safely(in_tmp, capsys):
     assert cli.main(["run", str(in_tmp / "evil.yaml"), "--results", "res"]) == 2
     assert "not valid YAML" in capsys.readouterr().err
     assert not (in_tmp / "pwned").exists()
+
+
+def test_timm_models_validate_by_name():
+    units = validate(with_eval(model="timm:resnet18", model_args={"pretrained": False})).units()
+    assert units[0].params["model"] == "timm:resnet18"
 
 
 def test_lists_expand_as_cartesian_product():

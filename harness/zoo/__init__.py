@@ -1,3 +1,3 @@
 """The model zoo: importing this package registers every architecture."""
 
-from harness.zoo import cnn, transformers  # noqa: F401
+from harness.zoo import cnn, timm_models, transformers  # noqa: F401

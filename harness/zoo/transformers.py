@@ -32,7 +32,6 @@ from torch import nn
 
 from harness.blocks import Block, register_decomposer
 from harness.models import ModelEntry, check_positive, disable_fused_attn, register_model
-from harness.zoo import timm_models  # noqa: F401  (timm decomposers; `timm:<name>` support)
 
 __all__ = [
     "PaddedSwinBlock",
