@@ -183,3 +183,18 @@ def test_unit_id_is_sha256_of_canonical_json():
     params = {"b": 1.0, "a": [1, 2], "c": {"y": 1, "x": "z"}}
     text = '{"params":{"a":[1,2],"b":1.0,"c":{"x":"z","y":1}},"task":"t"}'
     assert unit_id_for("t", params) == hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def test_every_shipped_sweep_file_validates():
+    from pathlib import Path
+
+    import yaml
+
+    files = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        doc = yaml.safe_load(path.read_text())
+        if path.stem == "demo":  # names the checkpoints of demo_train, resolved at run time
+            doc["tasks"]["evaluate"]["checkpoint"] = ""
+            doc["tasks"]["evaluate"]["model"] = "resnet18"
+        assert validate(doc).units(), path

@@ -464,3 +464,26 @@ def test_timm_fused_attn_off():
     m = build_timm("timm:vit_tiny_patch16_224", 10, img_size=32, fused_attn=False)
     flags = [mod.fused_attn for mod in m.modules() if hasattr(mod, "fused_attn")]
     assert len(flags) == 12 and not any(flags)
+
+
+@pytest.mark.parametrize("name, small", [
+    ("vit_ti", {"embed_dim": 48, "depth": 2, "num_heads": 3, "patch_size": 4}),
+    ("pit_ti", {"base_dims": [16, 16, 16], "depth": [1, 1, 1], "heads": [1, 2, 4]}),
+    ("swin_ti", {"embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [1, 2, 2, 4]}),
+    ("mixer", {"embed_dim": 32, "depth": 2}),
+])
+def test_stochastic_depth_override(name, small):
+    """drop_path (the paper's recipe: 0.1) drops residual branches in train mode only."""
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, **small, drop_path=0.5)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.5)
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        assert torch.equal(forward_blocks(blocks(model), x), model(x))
+    assert validate_model_args(name, {"drop_path": 1.0}) == [
+        f"model {name!r}: drop_path must be in [0, 1), got 1.0"]

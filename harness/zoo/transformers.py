@@ -61,6 +61,13 @@ def _check_ratio(cfg: dict, *keys: str) -> list[str]:
     return [f"{k} must be > 0, got {cfg[k]!r}" for k in keys if cfg[k] <= 0]
 
 
+def check_drop_path(cfg: dict) -> list[str]:
+    """Stochastic depth (the paper's recipe uses 0.1) must be a probability below 1."""
+    if not 0.0 <= cfg.get("drop_path", 0.0) < 1.0:
+        return [f"drop_path must be in [0, 1), got {cfg['drop_path']!r}"]
+    return []
+
+
 def _finish(model: nn.Module, fused_attn: bool) -> nn.Module:
     if not fused_attn:
         disable_fused_attn(model)
@@ -89,6 +96,7 @@ def _build_vit_ti(
     depth: int = 12,
     num_heads: int = 3,
     mlp_ratio: float = 4.0,
+    drop_path: float = 0.0,
     fused_attn: bool = True,
 ) -> nn.Module:
     """ViT-Ti for 32x32 input with 2x2 patches (256 tokens + cls), no qkv bias, as in the paper.
@@ -106,6 +114,7 @@ def _build_vit_ti(
         mlp_ratio=float(mlp_ratio),
         qkv_bias=False,
         num_classes=num_classes,
+        drop_path_rate=float(drop_path),
     )
     return _finish(model, fused_attn)
 
@@ -122,9 +131,10 @@ register_model(
             "depth": 12,
             "num_heads": 3,
             "mlp_ratio": 4.0,
+            "drop_path": 0.0,
             "fused_attn": True,
         },
-        check=_check_vit,
+        check=lambda cfg: _check_vit(cfg) + check_drop_path(cfg),
     )
 )
 
@@ -156,6 +166,7 @@ def _build_pit_ti(
     depth: Sequence[int] = (2, 6, 4),
     heads: Sequence[int] = (2, 4, 8),
     mlp_ratio: float = 4.0,
+    drop_path: float = 0.0,
     fused_attn: bool = True,
 ) -> nn.Module:
     """PiT-Ti as in the paper: 2x2 patches with stride 1 (a 31x31 grid on 32x32), stage widths
@@ -174,6 +185,7 @@ def _build_pit_ti(
         heads=list(heads),
         mlp_ratio=float(mlp_ratio),
         num_classes=num_classes,
+        drop_path_rate=float(drop_path),
     )
     return _finish(model, fused_attn)
 
@@ -192,9 +204,10 @@ register_model(
             "depth": [2, 6, 4],
             "heads": [2, 4, 8],
             "mlp_ratio": 4.0,
+            "drop_path": 0.0,
             "fused_attn": True,
         },
-        check=_check_pit,
+        check=lambda cfg: _check_pit(cfg) + check_drop_path(cfg),
     )
 )
 
@@ -306,6 +319,7 @@ def _build_swin_ti(
     num_heads: Sequence[int] = (3, 6, 12, 24),
     mlp_ratio: float = 4.0,
     qkv_bias: bool = False,
+    drop_path: float = 0.0,
     fused_attn: bool = True,
 ) -> nn.Module:
     """Swin-Ti as in the paper (patch 1, window 4 on 32x32: stage maps 32, 16, 8, 4).
@@ -327,6 +341,7 @@ def _build_swin_ti(
         qkv_bias=qkv_bias,
         num_classes=num_classes,
         strict_img_size=False,
+        drop_path_rate=float(drop_path),
     )
     for module in model.modules():
         if type(module) is SwinTransformerBlock:
@@ -349,9 +364,10 @@ register_model(
             "num_heads": [3, 6, 12, 24],
             "mlp_ratio": 4.0,
             "qkv_bias": False,
+            "drop_path": 0.0,
             "fused_attn": True,
         },
-        check=_check_swin,
+        check=lambda cfg: _check_swin(cfg) + check_drop_path(cfg),
     )
 )
 
@@ -380,6 +396,7 @@ def _build_mixer(
     depth: int = 8,
     token_mlp_ratio: float = 0.5,
     channel_mlp_ratio: float = 4.0,
+    drop_path: float = 0.0,
     fused_attn: bool = True,
 ) -> nn.Module:
     """MLP-Mixer-Ti for CIFAR: the original code's Mixer-Ti widths (dim 256, depth 8,
@@ -398,6 +415,7 @@ def _build_mixer(
         num_blocks=depth,
         embed_dim=embed_dim,
         mlp_ratio=(float(token_mlp_ratio), float(channel_mlp_ratio)),
+        drop_path_rate=float(drop_path),
     )
 
 
@@ -414,9 +432,10 @@ register_model(
             "depth": 8,
             "token_mlp_ratio": 0.5,
             "channel_mlp_ratio": 4.0,
+            "drop_path": 0.0,
             "fused_attn": True,
         },
-        check=_check_mixer,
+        check=lambda cfg: _check_mixer(cfg) + check_drop_path(cfg),
     )
 )
 
