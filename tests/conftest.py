@@ -48,6 +48,22 @@ def ray_session():
 
 
 @pytest.fixture
+def sdpa_calls(monkeypatch) -> list[int]:
+    """Counts calls of torch's fused scaled_dot_product_attention from here on."""
+    import torch
+
+    calls: list[int] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return calls
+
+
+@pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run with the temp dir as cwd, so a stray default results/ would show up there."""
     monkeypatch.chdir(tmp_path)

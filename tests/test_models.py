@@ -115,7 +115,7 @@ def test_vit_full_param_count():
     assert n == 5_385_802
 
 
-def test_fused_attn_off_on_every_attention_module(monkeypatch):
+def test_fused_attn_off_on_every_attention_module(sdpa_calls):
     torch.manual_seed(0)
     fused = build_model("vit_ti", 5, **SMALL_VIT).eval()
     torch.manual_seed(0)
@@ -124,14 +124,7 @@ def test_fused_attn_off_on_every_attention_module(monkeypatch):
     assert len(attn) == SMALL_VIT["depth"]
     assert all(m.fused_attn is False for m in plain.modules() if hasattr(m, "fused_attn"))
 
-    calls = []
-    real_sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real_sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    calls = sdpa_calls
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out_plain = plain(x)

@@ -277,15 +277,8 @@ def test_window_msa_border_window_is_a_clipped_window(fused):
 
 
 @pytest.mark.parametrize("name", ["vit_ti", "pit_ti", "swin_ti", "alternet"])
-def test_fused_attn_false_disables_sdpa(name, monkeypatch):
-    calls = []
-    real = torch.nn.functional.scaled_dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+def test_fused_attn_false_disables_sdpa(name, sdpa_calls):
+    calls = sdpa_calls
     x = torch.randn(1, 3, 32, 32)
     fused, plain = small(name), small(name, fused_attn=False)
     flags = [m.fused_attn for m in plain.modules() if hasattr(m, "fused_attn")]
