@@ -24,7 +24,7 @@ from harness.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
-DEMO_SWEEPS = ("demo_train", "demo")
+DEMO_SWEEPS = ("demo_train", "demo", "demo_features")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,7 +224,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train the demo models (sweeps/demo_train.yaml), evaluate every checkpoint (demo.yaml)."""
+    """Train the demo models (demo_train.yaml), then evaluate (demo.yaml) and analyse the
+    feature maps (demo_features.yaml) of every checkpoint."""
     from harness.store import load
 
     worst = EXIT_OK
@@ -242,11 +243,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(table[cols].rename(columns={"data_fraction": "train_fraction"})
           .sort_values(["model", "train_fraction", "epoch"])
           .to_string(index=False, float_format="%.4f"))
+    _print_feature_summary(args.results, trained)
     where = args.results if "://" in args.results else str(Path(args.results).resolve())
-    print(f"results: {where} (sweeps demo_train, demo)")
+    print(f"results: {where} (sweeps {', '.join(DEMO_SWEEPS)})")
     print(f"read them with: python -c \"import harness; print(harness.load({args.results!r}, "
           f"task='evaluate', sweep='demo'))\"")
     return worst
+
+
+def _print_feature_summary(results: str, trained: Any) -> None:
+    """Per final model: mean Δ log amplitude at the highest frequency and mean feature-map
+    variance over the blocks of each kind (the paper's Fig. 8 / 9 in one line each)."""
+    from harness.store import load
+
+    fourier = load(results, task="fourier", sweep="demo_features")
+    featvar = load(results, task="featvar", sweep="demo_features", definition="spatial")
+    final = trained[trained["epoch"] == trained["epoch"].max()][["checkpoint", "data_fraction"]]
+    top = fourier[fourier["is_max_frequency"]].drop(columns="data_fraction").merge(final,
+                                                                                 on="checkpoint")
+    var = featvar.drop(columns="data_fraction").merge(final, on="checkpoint")
+    keys = ["model", "data_fraction", "block_kind"]
+    table = (top.groupby(keys)["delta_log_amplitude"].mean().rename("dlogamp_at_max_freq")
+             .to_frame().join(var.groupby(keys)["variance"].mean().rename("feature_variance")))
+    print("\nfinal checkpoints, mean over blocks of each kind:")
+    print(table.reset_index().rename(columns={"data_fraction": "train_fraction"})
+          .to_string(index=False, float_format="%.3f"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,401 @@
+"""Numerics of the per-depth representation analyses: Fourier profiles and feature-map variance.
+
+The `fourier`, `featvar` and `lesion` tasks, later plotting code and the tests
+all use these functions, so a number in a Parquet file and a number in a plot
+are computed by the same code. The first part is pure (tensors in, numbers
+out); the second part is the plumbing the three tasks share (params, loading,
+per-block columns).
+
+Feature maps
+------------
+`to_spatial(output, block)` turns a block's output into a (B, C, H, W) map:
+"nchw" as is, "nhwc" permuted, "tokens" with the block's `prefix_tokens`
+(class / distillation / register tokens) dropped and the rest reshaped
+row-major to a square grid (token t sits at row t // s, column t % s, as timm's
+patch embedding flattens them). "flat" outputs (pooled features, logits) and
+token outputs with no grid token left (PiT's class-token pooling) have no
+spatial map: None.
+
+Fourier profile (Park & Kim Fig. 2a, 8)
+---------------------------------------
+For a square map x of size s×s, per sample b and channel c::
+
+    logA_bc(u, v) = log(|FFT2(x_bc)(u, v)| + eps),   eps = 1e-6 (as the original)
+    logA(u, v)    = mean over b, c of logA_bc(u, v)
+    profile(k)    = logA(k, k)          (the half-diagonal, u = v = k)
+    Δ(k)          = profile(k) − profile(0)
+    frequency(k)  = 2k / s              (in units of π, per axis)
+
+With `diagonal="nyquist"` (default) k = 0 … ⌊s/2⌋: from the DC term to (π, π)
+inclusive for even s. In the fftshift-ed picture (zero frequency in the
+centre) this is the diagonal read from the centre towards the *upper-left*
+corner; for a real map |F(−k, −k)| = |F(k, k)|, so it equals the amplitude at
++k. `diagonal="original"` reproduces xxxnell/how-do-vits-work
+`fourier_analysis.ipynb`: roll by s/2 (fftshift), then `diag()[s//2:]`, i.e.
+k = 0 … ⌈s/2⌉ − 1 towards the lower-right corner — for even s it stops one bin
+short of π (0.75π on a 8×8 map, 0.875π on 16×16), although the notebook plots
+those points at `linspace(0, 1)` and calls the last one 1.0π. Frequencies here
+are always the true 2k/s. The depth plot (Fig. 8) uses Δ at the highest
+frequency read (`is_max_frequency` rows of the task).
+
+Feature-map variance (Fig. 9)
+-----------------------------
+`definition="spatial"` (default; what the original `featuremap_variance.ipynb`
+computes — `latent.var(dim=[-1, -2]).mean(dim=[0, 1])` — and what the paper's
+text describes)::
+
+    V_spatial = mean_{b, c} [ 1/(HW − 1) · Σ_{h, w} (x_bchw − mean_{h,w} x_bc)² ]
+
+the unbiased variance over the H×W positions of each (sample, channel) map,
+averaged over samples and channels. `definition="samples"` is the definition
+the author agreed to in issue #6 ("variance of each element of the flattened
+representation over all the samples, then the mean of the D variances")::
+
+    V_samples = mean_{c, h, w} [ 1/(N − 1) · Σ_b (x_bchw − mean_b x_chw)² ]
+
+the unbiased variance over the N samples of each feature element, averaged
+over elements. Both ignore the class token. The two differ in general (see
+the tests for a hand-computed example).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+from harness.blocks import Block, blocks, forward_blocks
+
+if TYPE_CHECKING:
+    from harness.context import UnitContext
+    from harness.data import Dataset
+    from harness.params import Param
+    from harness.units import WorkUnit
+
+__all__ = [
+    "DIAGONALS",
+    "VARIANCE_DEFINITIONS",
+    "to_spatial",
+    "fourier_frequencies",
+    "diagonal_log_amplitude",
+    "fourier_profile",
+    "feature_variance",
+    "FeatureVariance",
+    "FourierProfile",
+    "block_table",
+    "check_decomposable",
+    "unresolved_checkpoint_ref",
+    "block_columns",
+    "BLOCK_FIELDS",
+    "representation_params",
+    "load_model_and_data",
+    "iter_block_outputs",
+]
+
+#: How the half-diagonal of the Fourier map is read (see the module docstring).
+DIAGONALS = ("nyquist", "original")
+#: Feature-map variance definitions (see the module docstring).
+VARIANCE_DEFINITIONS = ("spatial", "samples")
+#: eps added to |FFT| before the log, as in the original notebook.
+FOURIER_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------- feature maps
+
+
+def to_spatial(output: torch.Tensor, block: Block) -> torch.Tensor | None:
+    """A block's output as a (B, C, H, W) feature map, or None when it has no spatial grid.
+
+    Per-depth analyses need the grid; the block's `layout` says where it is.
+    Raises ValueError for a token count that is not a square (the grid
+    cannot be recovered without knowing its shape) or a tensor whose rank
+    does not fit the layout.
+    """
+    layout = block.layout
+    if layout == "flat":
+        return None
+    if layout in ("nchw", "nhwc"):
+        if output.ndim != 4:
+            raise ValueError(f"block {block.name}: layout {layout} expects a 4-d output, "
+                             f"got shape {tuple(output.shape)}")
+        return output if layout == "nchw" else output.permute(0, 3, 1, 2)
+    if layout == "tokens":
+        if output.ndim != 3:
+            raise ValueError(f"block {block.name}: layout tokens expects (B, N, C), got shape "
+                             f"{tuple(output.shape)}")
+        grid = output[:, block.prefix_tokens:]
+        b, n, c = grid.shape
+        if n == 0:
+            return None
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"block {block.name}: {n} grid tokens (after dropping "
+                             f"{block.prefix_tokens} prefix tokens) do not form a square grid")
+        return grid.transpose(1, 2).reshape(b, c, side, side)
+    raise ValueError(f"block {block.name}: unknown layout {layout!r}")
+
+
+def _check_map(fmap: torch.Tensor) -> None:
+    if fmap.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) feature map, got shape {tuple(fmap.shape)}")
+
+
+# --------------------------------------------------------------------------- Fourier
+
+
+def fourier_frequencies(size: int, diagonal: str = "nyquist") -> torch.Tensor:
+    """Frequencies (units of π, per axis) of the half-diagonal points of an size×size map."""
+    if diagonal not in DIAGONALS:
+        raise ValueError(f"diagonal {diagonal!r}; allowed: {', '.join(DIAGONALS)}")
+    count = size // 2 + 1 if diagonal == "nyquist" else size - size // 2
+    return torch.arange(count, dtype=torch.float64) * 2.0 / size
+
+
+def diagonal_log_amplitude(fmap: torch.Tensor, diagonal: str = "nyquist",
+                           eps: float = FOURIER_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frequencies in units of π, mean over batch and channels of log(|FFT2|+eps) on the half-diagonal).
+
+    The mean of log amplitudes is linear in the samples, so per-batch results
+    weighted by batch size average to the whole set's (what the tasks do).
+    Computed in float64 so a constant map's zero frequencies stay at ~eps.
+    """
+    _check_map(fmap)
+    b, c, h, w = fmap.shape
+    if h != w:
+        raise ValueError(f"Fourier profile needs a square map, got {h}x{w}")
+    freqs = fourier_frequencies(h, diagonal)
+    log_amp = (torch.fft.fft2(fmap.detach().to(torch.float64)).abs() + eps).log()
+    log_amp = log_amp.mean(dim=(0, 1))
+    if diagonal == "nyquist":
+        k = torch.arange(len(freqs), device=log_amp.device)
+        profile = log_amp[k, k]
+    else:  # the original notebook: fftshift by roll, then the diagonal from the centre on
+        shifted = torch.roll(log_amp, shifts=(h // 2, w // 2), dims=(0, 1))
+        profile = shifted.diag()[h // 2:]
+    return freqs, profile.cpu()
+
+
+def fourier_profile(fmap: torch.Tensor, diagonal: str = "nyquist",
+                    eps: float = FOURIER_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frequencies in units of π, Δ log amplitude = logA(f) − logA(0)) of a (B, C, H, W) map.
+
+    The relative log amplitude of Park & Kim Fig. 2a; Δ at the last frequency
+    is the point of Fig. 8. Negative Δ: high frequencies weaker than the DC term.
+    """
+    freqs, profile = diagonal_log_amplitude(fmap, diagonal, eps)
+    return freqs, profile - profile[0]
+
+
+class FourierProfile:
+    """Accumulates the batch-and-channel mean log amplitude of one block over batches."""
+
+    def __init__(self, diagonal: str = "nyquist", eps: float = FOURIER_EPS) -> None:
+        self.diagonal = diagonal
+        self.eps = eps
+        self.count = 0
+        self.total: torch.Tensor | None = None
+        self.freqs: torch.Tensor | None = None
+
+    def update(self, fmap: torch.Tensor) -> None:
+        """Add one batch (B, C, H, W)."""
+        freqs, profile = diagonal_log_amplitude(fmap, self.diagonal, self.eps)
+        if self.freqs is not None and len(freqs) != len(self.freqs):
+            raise ValueError("feature maps of one block changed size between batches")
+        weight = fmap.shape[0]
+        self.freqs = freqs
+        self.total = profile * weight if self.total is None else self.total + profile * weight
+        self.count += weight
+
+    def value(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frequencies, log amplitude, Δ log amplitude)."""
+        if self.total is None or self.freqs is None:
+            raise ValueError("no feature maps were added")
+        log_amp = self.total / self.count
+        return self.freqs, log_amp, log_amp - log_amp[0]
+
+
+# --------------------------------------------------------------------------- variance
+
+
+class FeatureVariance:
+    """Streaming feature-map variance of one block (see the module docstring for the formulas).
+
+    Batches are combined exactly: "spatial" averages per-(sample, channel)
+    variances; "samples" merges per-element means and sums of squared
+    deviations (Chan et al.'s parallel update), in float64.
+    """
+
+    def __init__(self, definition: str = "spatial") -> None:
+        if definition not in VARIANCE_DEFINITIONS:
+            raise ValueError(f"definition {definition!r}; allowed: {', '.join(VARIANCE_DEFINITIONS)}")
+        self.definition = definition
+        self.n = 0
+        self.sum_var = 0.0  # spatial: Σ over (b, c) of the per-map variance
+        self.mean: torch.Tensor | None = None  # samples: per-element running mean
+        self.m2: torch.Tensor | None = None  # samples: per-element Σ squared deviations
+
+    def update(self, fmap: torch.Tensor) -> None:
+        """Add one batch (B, C, H, W)."""
+        _check_map(fmap)
+        x = fmap.detach().to(torch.float64)
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        if self.definition == "spatial":
+            b, c, h, w = x.shape
+            if h * w < 2:
+                self.sum_var = math.nan
+            else:
+                self.sum_var += float(x.var(dim=(2, 3), correction=1).sum())
+            self.n += b * c
+            return
+        mean_b = x.mean(dim=0)
+        m2_b = ((x - mean_b) ** 2).sum(dim=0)
+        if self.mean is None or self.m2 is None:
+            self.mean, self.m2, self.n = mean_b, m2_b, nb
+            return
+        if mean_b.shape != self.mean.shape:
+            raise ValueError("feature maps of one block changed shape between batches")
+        total = self.n + nb
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (nb / total)
+        self.m2 = self.m2 + m2_b + delta ** 2 * (self.n * nb / total)
+        self.n = total
+
+    def value(self) -> float:
+        """The variance; NaN when undefined (one position, or one sample for "samples")."""
+        if self.n == 0:
+            raise ValueError("no feature maps were added")
+        if self.definition == "spatial":
+            return self.sum_var / self.n
+        if self.n < 2 or self.m2 is None:
+            return math.nan
+        return float((self.m2 / (self.n - 1)).mean())
+
+
+def feature_variance(fmap: torch.Tensor, definition: str = "spatial") -> float:
+    """Feature-map variance of a (B, C, H, W) map ("spatial" or "samples", see the module docstring)."""
+    acc = FeatureVariance(definition)
+    acc.update(fmap)
+    return acc.value()
+
+
+# --------------------------------------------------------------------------- task plumbing
+
+#: Columns that name a block in every per-block result (fourier, featvar, lesion).
+BLOCK_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("block_index", pa.int64()),
+    pa.field("block_name", pa.string()),
+    pa.field("block_kind", pa.string()),
+    pa.field("depth", pa.float64()),
+    pa.field("n_blocks", pa.int64()),
+)
+
+
+def block_columns(parts: list[Block], index: int) -> dict[str, Any]:
+    """Values of BLOCK_FIELDS: depth = index / (n_blocks − 1) over the whole decomposition.
+
+    The same index and depth in every task, so fourier / featvar / lesion rows
+    join on (checkpoint, block_index).
+    """
+    n = len(parts)
+    return {"block_index": index, "block_name": parts[index].name, "block_kind": parts[index].kind,
+            "depth": index / (n - 1) if n > 1 else 0.0, "n_blocks": n}
+
+
+@functools.lru_cache(maxsize=128)
+def _block_table(model: str, args_json: str) -> tuple[tuple[str, str, str, bool], ...]:
+    from harness.models import TIMM_PREFIX, build_model
+
+    args = json.loads(args_json)
+    if model.startswith(TIMM_PREFIX):
+        args.pop("pretrained", None)  # structure only: never load weights here
+    with torch.device("meta"):
+        net = build_model(model, 10, **args)
+    return tuple((b.name, b.kind, b.layout, b.residual) for b in blocks(net))
+
+
+def block_table(params: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(name, kind, layout, residual) of each block of a unit's model, without weights.
+
+    Built on the meta device (no memory, no init cost) and cached, so spec
+    validation and `expand` can count blocks cheaply. A harness checkpoint
+    whose `model` was not filled in by the resolver is read from its sidecar.
+    """
+    from harness.params import canonical_json
+
+    model, args = params.get("model", ""), params.get("model_args", {}) or {}
+    checkpoint = params.get("checkpoint", "")
+    if not model and checkpoint:
+        from harness.checkpoints import read_sidecar
+
+        meta = read_sidecar(checkpoint)
+        model, args = meta["model"], meta["model_args"]
+    return list(_block_table(model, canonical_json(args)))
+
+
+def unresolved_checkpoint_ref(params: dict[str, Any]) -> bool:
+    """A `checkpoint: sweep:<name>` that nobody resolved yet (the model is unknown until then).
+
+    `harness run` resolves references before validating; only a direct
+    `validate()` of a raw document sees one.
+    """
+    from harness.checkpoints import SWEEP_REF
+
+    return not params.get("model") and str(params.get("checkpoint", "")).startswith(SWEEP_REF)
+
+
+def check_decomposable(params: dict[str, Any]) -> list[str]:
+    """Spec-time error when the model has no block decomposition."""
+    if unresolved_checkpoint_ref(params):
+        return []
+    try:
+        block_table(params)
+    except Exception as exc:  # noqa: BLE001  (any failure is reported as a field error)
+        return [f"model: {type(exc).__name__}: {exc}"]
+    return []
+
+
+def representation_params(default_max_samples: int = 256,
+                          default_batch_size: int = 64) -> tuple["Param", ...]:
+    """MODEL_PARAMS + checkpoint, split, max_samples, batch_size: what every per-block task takes."""
+    from harness.params import Param
+    from harness.workload import MODEL_PARAMS
+
+    return MODEL_PARAMS + (
+        Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
+              ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
+              "checkpoint of a train sweep"),
+        Param("split", str, "test", "which split the feature maps are computed on",
+              choices=("train", "test")),
+        Param("max_samples", int, default_max_samples, "use the first N samples (0: all)", min=0),
+        Param("batch_size", int, default_batch_size, "samples per forward pass", min=1),
+    )
+
+
+def load_model_and_data(unit: "WorkUnit", ctx: "UnitContext"
+                        ) -> tuple[nn.Module, list[Block], "Dataset", int]:
+    """The unit's model (eval mode, from the worker cache), its blocks, its data and sample count."""
+    from harness.workload import cached_dataset, cached_model
+
+    p = unit.params
+    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
+                          p["dataset_args"], p["data_size"])
+    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
+                         p["checkpoint"])
+    model.eval()  # BN running statistics, no dropout (the original notebooks forgot this)
+    n = len(data) if p["max_samples"] == 0 else min(p["max_samples"], len(data))
+    return model, blocks(model), data, n
+
+
+@torch.no_grad()
+def iter_block_outputs(parts: list[Block], x: torch.Tensor, batch_size: int,
+                       device: torch.device) -> Iterator[list[torch.Tensor]]:
+    """Every block's output, one batch at a time (one forward pass per batch)."""
+    for i in range(0, len(x), batch_size):
+        yield forward_blocks(parts, x[i:i + batch_size].to(device, non_blocking=True), keep=True)

@@ -1,0 +1,82 @@
+"""fourier: relative log amplitude of the 2D Fourier-transformed feature map of every block.
+
+Park & Kim (2022) Fig. 2a / 8: MSAs act as low-pass filters, Convs as
+high-pass ones. For each block with a spatial output (class tokens dropped,
+tokens reshaped to their grid; pooled features and the head are skipped),
+log(|FFT2| + 1e-6) averaged over samples and channels, read along the
+half-diagonal from frequency 0 to π, and Δ log amplitude = logA(f) − logA(0).
+Formulas and the `diagonal` option (the original notebook's reading, which
+stops one bin short of π) are in `harness.features`. Eval mode throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from harness.context import UnitContext
+from harness.features import (BLOCK_FIELDS, DIAGONALS, FourierProfile, block_columns,
+                              check_decomposable, iter_block_outputs, load_model_and_data,
+                              representation_params, to_spatial)
+from harness.params import Param
+from harness.registry import Task, register_task
+from harness.units import WorkUnit
+from harness.workload import check_model_and_data
+
+PARAMS = representation_params() + (
+    Param("diagonal", str, "nyquist", "half-diagonal read: nyquist (0..π inclusive) or "
+          "original (the notebook's, stops one bin short of π)", choices=DIAGONALS),
+)
+
+OUTPUT = pa.schema(list(BLOCK_FIELDS) + [
+    pa.field("height", pa.int64()),
+    pa.field("width", pa.int64()),
+    pa.field("channels", pa.int64()),
+    pa.field("frequency", pa.float64()),  # units of π, per axis
+    pa.field("log_amplitude", pa.float64()),
+    pa.field("delta_log_amplitude", pa.float64()),
+    pa.field("is_max_frequency", pa.bool_()),
+    pa.field("n_samples", pa.int64()),
+])
+
+
+def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
+    p = unit.params
+    model, parts, data, n = load_model_and_data(unit, ctx)
+    if n == 0:
+        raise ValueError("no samples: the split is empty or max_samples selects none")
+    profiles: dict[int, FourierProfile] = {}
+    shapes: dict[int, tuple[int, int, int]] = {}
+    for outputs in iter_block_outputs(parts, data.x[:n], p["batch_size"], ctx.device):
+        for i, (block, out) in enumerate(zip(parts, outputs)):
+            fmap = to_spatial(out, block)
+            if fmap is None:
+                continue
+            profiles.setdefault(i, FourierProfile(p["diagonal"])).update(fmap)
+            shapes[i] = tuple(fmap.shape[1:])
+    rows = []
+    for i, acc in sorted(profiles.items()):
+        freqs, log_amp, delta = acc.value()
+        channels, height, width = shapes[i]
+        block = block_columns(parts, i)
+        for k in range(len(freqs)):
+            rows.append({**block, "height": height, "width": width, "channels": channels,
+                         "frequency": float(freqs[k]), "log_amplitude": float(log_amp[k]),
+                         "delta_log_amplitude": float(delta[k]),
+                         "is_max_frequency": k == len(freqs) - 1, "n_samples": n})
+    return rows
+
+
+def check(params: dict[str, Any]) -> list[str]:
+    return check_model_and_data(params) or check_decomposable(params)
+
+
+register_task(Task(
+    name="fourier",
+    description="Δ log amplitude of Fourier-transformed feature maps, per block and frequency",
+    params=PARAMS,
+    output_schema=OUTPUT,
+    run=run,
+    check=check,
+))
