@@ -63,7 +63,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pyarrow as pa
 import torch
@@ -399,3 +399,34 @@ def iter_block_outputs(parts: list[Block], x: torch.Tensor, batch_size: int,
     """Every block's output, one batch at a time (one forward pass per batch)."""
     for i in range(0, len(x), batch_size):
         yield forward_blocks(parts, x[i:i + batch_size].to(device, non_blocking=True), keep=True)
+
+
+def accumulate_spatial(unit: "WorkUnit", ctx: "UnitContext", make_accumulator: Callable[[], Any]
+                       ) -> tuple[list[Block], int, list[tuple[int, Any, tuple[int, int, int]]]]:
+    """Run the unit's samples through the blocks once, feeding every block's spatial feature
+    map to its own accumulator (one from `make_accumulator`, with `update(fmap)`).
+
+    Returns the blocks, the sample count and (block index, accumulator, (C, H, W)) per
+    block that has a spatial map — what the fourier and featvar tasks turn into rows.
+    """
+    p = unit.params
+    _, parts, data, n = load_model_and_data(unit, ctx)
+    if n == 0:
+        raise ValueError("no samples: the split is empty or max_samples selects none")
+    accumulators: dict[int, Any] = {}
+    shapes: dict[int, tuple[int, int, int]] = {}
+    for outputs in iter_block_outputs(parts, data.x[:n], p["batch_size"], ctx.device):
+        for i, (block, out) in enumerate(zip(parts, outputs)):
+            fmap = to_spatial(out, block)
+            if fmap is not None:
+                accumulators.setdefault(i, make_accumulator()).update(fmap)
+                shapes[i] = tuple(fmap.shape[1:])
+    return parts, n, [(i, accumulators[i], shapes[i]) for i in sorted(accumulators)]
+
+
+def map_columns(parts: list[Block], index: int, shape: tuple[int, int, int],
+                n_samples: int) -> dict[str, Any]:
+    """The block columns plus the feature map's size and the sample count."""
+    channels, height, width = shape
+    return {**block_columns(parts, index), "height": height, "width": width,
+            "channels": channels, "n_samples": n_samples}

@@ -21,9 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from harness.context import UnitContext
-from harness.features import (BLOCK_FIELDS, VARIANCE_DEFINITIONS, FeatureVariance, block_columns,
-                              check_decomposable, iter_block_outputs, load_model_and_data,
-                              representation_params, to_spatial)
+from harness.features import (BLOCK_FIELDS, VARIANCE_DEFINITIONS, FeatureVariance, accumulate_spatial,
+                              check_decomposable, map_columns, representation_params)
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
@@ -45,25 +44,10 @@ OUTPUT = pa.schema(list(BLOCK_FIELDS) + [
 
 
 def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
-    p = unit.params
-    model, parts, data, n = load_model_and_data(unit, ctx)
-    if n == 0:
-        raise ValueError("no samples: the split is empty or max_samples selects none")
-    accs: dict[int, FeatureVariance] = {}
-    shapes: dict[int, tuple[int, int, int]] = {}
-    for outputs in iter_block_outputs(parts, data.x[:n], p["batch_size"], ctx.device):
-        for i, (block, out) in enumerate(zip(parts, outputs)):
-            fmap = to_spatial(out, block)
-            if fmap is None:
-                continue
-            accs.setdefault(i, FeatureVariance(p["definition"])).update(fmap)
-            shapes[i] = tuple(fmap.shape[1:])
-    rows = []
-    for i, acc in sorted(accs.items()):
-        channels, height, width = shapes[i]
-        rows.append({**block_columns(parts, i), "height": height, "width": width,
-                     "channels": channels, "variance": acc.value(), "n_samples": n})
-    return rows
+    definition = unit.params["definition"]
+    parts, n, maps = accumulate_spatial(unit, ctx, lambda: FeatureVariance(definition))
+    return [{**map_columns(parts, i, shape, n), "variance": acc.value()}
+            for i, acc, shape in maps]
 
 
 def check(params: dict[str, Any]) -> list[str]:

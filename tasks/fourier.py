@@ -16,9 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from harness.context import UnitContext
-from harness.features import (BLOCK_FIELDS, DIAGONALS, FourierProfile, block_columns,
-                              check_decomposable, iter_block_outputs, load_model_and_data,
-                              representation_params, to_spatial)
+from harness.features import (BLOCK_FIELDS, DIAGONALS, FourierProfile, accumulate_spatial,
+                              check_decomposable, map_columns, representation_params)
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
@@ -42,29 +41,17 @@ OUTPUT = pa.schema(list(BLOCK_FIELDS) + [
 
 
 def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
-    p = unit.params
-    model, parts, data, n = load_model_and_data(unit, ctx)
-    if n == 0:
-        raise ValueError("no samples: the split is empty or max_samples selects none")
-    profiles: dict[int, FourierProfile] = {}
-    shapes: dict[int, tuple[int, int, int]] = {}
-    for outputs in iter_block_outputs(parts, data.x[:n], p["batch_size"], ctx.device):
-        for i, (block, out) in enumerate(zip(parts, outputs)):
-            fmap = to_spatial(out, block)
-            if fmap is None:
-                continue
-            profiles.setdefault(i, FourierProfile(p["diagonal"])).update(fmap)
-            shapes[i] = tuple(fmap.shape[1:])
+    diagonal = unit.params["diagonal"]
+    parts, n, maps = accumulate_spatial(unit, ctx, lambda: FourierProfile(diagonal))
     rows = []
-    for i, acc in sorted(profiles.items()):
+    for i, acc, shape in maps:
         freqs, log_amp, delta = acc.value()
-        channels, height, width = shapes[i]
-        block = block_columns(parts, i)
+        columns = map_columns(parts, i, shape, n)
         for k in range(len(freqs)):
-            rows.append({**block, "height": height, "width": width, "channels": channels,
-                         "frequency": float(freqs[k]), "log_amplitude": float(log_amp[k]),
+            rows.append({**columns, "frequency": float(freqs[k]),
+                         "log_amplitude": float(log_amp[k]),
                          "delta_log_amplitude": float(delta[k]),
-                         "is_max_frequency": k == len(freqs) - 1, "n_samples": n})
+                         "is_max_frequency": k == len(freqs) - 1})
     return rows
 
 
