@@ -96,3 +96,12 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int,
     out = [model(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
            for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def checkpoint_meta(ctx: UnitContext, checkpoint: str) -> dict[str, Any] | None:
+    """The sidecar of a harness checkpoint (recipe, weight decay, data fraction…), or None."""
+    from harness.checkpoints import WEIGHTS_SUFFIX, read_sidecar
+
+    if not checkpoint.endswith(WEIGHTS_SUFFIX):
+        return None
+    return ctx.cache.get(("sidecar", checkpoint), lambda: read_sidecar(checkpoint))
