@@ -27,6 +27,8 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_landscape.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
