@@ -176,9 +176,10 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float = 0.0,
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft targets, mean over the batch (= NLL for one-hot targets).
 
-    Computed in float32 whatever the logits' dtype, so mixed-precision callers get a stable loss.
+    Computed in float32 for half-precision logits (mixed-precision callers get a stable loss)
+    and in float64 for float64 logits (exact curvature checks).
     """
-    logp = F.log_softmax(logits.float(), dim=-1)
+    logp = F.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
     return -(soft_targets.to(logp.dtype) * logp).sum(dim=-1).mean()
 
 

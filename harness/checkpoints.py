@@ -32,7 +32,8 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read; the message says which file and why."""
 
 
-def _write_bytes(uri: str, data: bytes) -> None:
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a file atomically (temp name, then rename) on any pyarrow filesystem."""
     fs, path = resolve_root(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
@@ -41,7 +42,7 @@ def _write_bytes(uri: str, data: bytes) -> None:
     fs.move(tmp, path)
 
 
-def _read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str) -> bytes:
     fs, path = resolve_root(uri)
     try:
         with fs.open_input_stream(path) as f:
@@ -65,9 +66,9 @@ def save_checkpoint(weights: str, model: nn.Module, meta: dict[str, Any]) -> str
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_bytes(weights, save_safetensors(state))
+    write_bytes(weights, save_safetensors(state))
     sidecar = {**meta, "harness_version": __version__, "format": "safetensors"}
-    _write_bytes(sidecar_path(weights), json.dumps(sidecar, indent=2, sort_keys=True,
+    write_bytes(sidecar_path(weights), json.dumps(sidecar, indent=2, sort_keys=True,
                                                    default=str).encode())
     return weights
 
@@ -77,7 +78,7 @@ def read_sidecar(weights: str) -> dict[str, Any]:
     if not weights.endswith(WEIGHTS_SUFFIX):
         raise CheckpointError(f"{weights!r}: a harness checkpoint ends with {WEIGHTS_SUFFIX}")
     try:
-        return json.loads(_read_bytes(sidecar_path(weights)).decode())
+        return json.loads(read_bytes(sidecar_path(weights)).decode())
     except CheckpointError:
         raise CheckpointError(f"checkpoint {weights!r} has no sidecar {sidecar_path(weights)!r}; "
                               "it was not written completely, or is not a harness checkpoint "
@@ -86,7 +87,7 @@ def read_sidecar(weights: str) -> dict[str, Any]:
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Weights of a safetensors file or of a foreign state dict (weights_only)."""
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if path.endswith(WEIGHTS_SUFFIX):
         return load_safetensors(data)
     if path.endswith(FOREIGN_SUFFIXES):

@@ -1,0 +1,414 @@
+"""hessian: eigenvalues, trace and spectral density of the Hessian of the training objective.
+
+The paper's Fig. 1c / 4 / 6 / 7b (code never released): for each training
+minibatch, the top-5 eigenvalues of largest magnitude of the Hessian of
+"NLL + weight decay · penalty on augmented data" (`harness.objective`), pooled
+over many minibatches, at the end of warmup; NEP = P(λ < 0) and
+APE = E[λ | λ > 0] summarize them (`harness.hessian.nep_ape`).
+
+A unit is (model or checkpoint, minibatch, what to compute). `scope: minibatch`
+with `batch: -1` (default) expands into one unit per minibatch of the fixed,
+seeded, augmented batches (`num_samples` / `batch_size`), so hundreds of
+minibatches spread over all workers; `scope: full` is one unit over all of them
+(batches weighted by size), optionally data-parallel over `shards` Ray actors.
+
+`solver: lanczos` (default) is ours (`harness.hessian`); `solver: pyhessian` runs
+PyHessian's own eigenvalues() / trace() / density() on the same objective and
+batches and writes the same rows, so the two compare in one table. Attention
+runs on the explicit softmax(QKᵀ)V path for the whole computation (fused SDPA
+has no double backward); `explicit_attention` in the rows counts those modules.
+
+Rows (`quantity`):
+- `eigenvalue`: one per eigenvalue; `end` magnitude / largest / smallest, `rank`
+  from that end, `error` = residual ‖Hy − λy‖ (a bound on the distance to the
+  spectrum; for PyHessian measured afterwards with our operator, outside its time).
+- `trace`: Hutchinson estimate, `error` = its standard error.
+- `density`: (`value` = grid point λ, `density` = ρ(λ)), Gaussian broadening as
+  PyHessian's density_generate; `slq_node`: the raw quadrature (`value` node,
+  `density` weight, `start`), so a density can be re-broadened later.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from harness.context import UnitContext, WorkerCache
+from harness.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
+                             broaden, check_hvp, explicit_attention,
+                             hutchinson_trace, lanczos_eigs, pyhessian_compat, slq)
+from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches,
+                               resolve_weight_decay)
+from harness.params import Param
+from harness.registry import Task, register_task
+from harness.units import WorkUnit
+from harness.workload import (MODEL_PARAMS, cached_dataset, cached_model, check_model_and_data,
+                              checkpoint_meta)
+
+QUANTITIES = ("eigenvalues", "trace", "density")
+EACH_BATCH = -1
+#: `hvp_method: auto` keeps gradient graphs (`retained`) for operators up to this many samples
+#: (per shard); above it, `double_backward` (nothing kept between products).
+RETAIN_MAX_SAMPLES = 1024
+
+
+def _check_compute(value: list) -> list[str]:
+    bad = [v for v in value if v not in QUANTITIES]
+    if bad or not value:
+        return [f"compute: {bad or 'empty'}; allowed: any of {', '.join(QUANTITIES)}"]
+    return [] if len(set(value)) == len(value) else ["compute: repeated entries"]
+
+
+PARAMS = MODEL_PARAMS + (
+    Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
+          ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
+          "checkpoint of a train sweep"),
+) + OBJECTIVE_PARAMS + (
+    Param("scope", str, "minibatch", "minibatch: the Hessian of one minibatch per unit (the "
+          "paper's); full: of all num_samples in one unit, batches weighted by size",
+          choices=("minibatch", "full")),
+    Param("batch", int, EACH_BATCH, "minibatch index into the fixed batches; -1: one unit per "
+          "minibatch (scope minibatch) or all of them (scope full)", min=-1),
+    Param("compute", list, ["eigenvalues"], f"any of {', '.join(QUANTITIES)}",
+          check=_check_compute),
+    Param("solver", str, "lanczos", "lanczos: ours; pyhessian: PyHessian's eigenvalues() "
+          "(power iteration, magnitude only) / trace() / density()",
+          choices=("lanczos", "pyhessian")),
+    Param("top_k", int, 5, "eigenvalues per end", min=1),
+    Param("which", str, "magnitude", "magnitude: the top_k of largest |λ| (the paper's); both: "
+          "top_k largest and top_k smallest; largest; smallest", choices=WHICH),
+    Param("tol", float, 1e-3, "lanczos: residual ≤ tol·max|θ| for every wanted Ritz value; "
+          "pyhessian: its relative change between iterations (eigenvalues and trace)",
+          min=0.0, min_exclusive=True),
+    Param("max_iter", int, 100, "lanczos: steps (= HVPs); pyhessian: iterations per eigenvalue",
+          min=1),
+    Param("eigenvectors", bool, False, "write the eigenvectors to the unit's artifacts "
+          "(eigenvectors.safetensors)"),
+    Param("trace_probes", int, 100, "Hutchinson probes (pyhessian: at most)", min=2),
+    Param("probe_batch", int, 1, "Hutchinson probes per batched (vmap-ed) product", min=1),
+    Param("density_iter", int, 100, "SLQ Lanczos steps per start", min=1),
+    Param("density_starts", int, 1, "SLQ starts (PyHessian's n_v)", min=1),
+    Param("density_bins", int, 1000, "grid points of the broadened density", min=2),
+    Param("sigma_squared", float, 1e-5, "Gaussian broadening variance (× max(1, grid width))",
+          min=0.0, min_exclusive=True),
+    Param("hvp_method", str, "auto", f"auto: retained up to {RETAIN_MAX_SAMPLES} samples per "
+          "operator (the fastest measured), double_backward above (keeps nothing)",
+          choices=("auto",) + HVP_METHODS),
+    Param("shards", int, 1, "scope full: Ray actors the products are data-parallel over", min=1),
+    Param("shard_num_cpus", float, 1.0, "CPUs per shard actor", min=0.0),
+    Param("shard_num_gpus", float, 0.0, "GPUs per shard actor", min=0.0),
+)
+
+OUTPUT = pa.schema([
+    pa.field("quantity", pa.string()),       # eigenvalue | trace | density | slq_node
+    pa.field("end", pa.string()),            # eigenvalue: magnitude | largest | smallest
+    pa.field("rank", pa.int64()),            # eigenvalue: 0 = most extreme; slq_node: index
+    pa.field("start", pa.int64()),           # slq_node: SLQ start; else -1
+    pa.field("value", pa.float64()),         # λ, tr(H), grid point or node
+    pa.field("density", pa.float64()),       # ρ(λ) or node weight; else null
+    pa.field("error", pa.float64()),         # eigenvalue: residual; trace: standard error
+    pa.field("converged", pa.bool_()),
+    pa.field("hvps", pa.int64()),            # HVPs of this quantity's solve
+    pa.field("seconds", pa.float64()),       # wall time of this quantity's solve
+    pa.field("setup_seconds", pa.float64()),  # graph build + HVP check (pyhessian: its __init__)
+    pa.field("loss", pa.float64()),          # the objective at the unit's batches
+    pa.field("weight_decay_used", pa.float64()),
+    pa.field("n_params", pa.int64()),
+    pa.field("n_samples", pa.int64()),
+    pa.field("hvp_method_used", pa.string()),
+    pa.field("hvp_check", pa.float64()),     # relative difference of two HVPs of one vector
+    pa.field("explicit_attention", pa.int64()),  # attention modules run unfused
+    pa.field("eigenvector_file", pa.string()),
+])
+
+
+# --------------------------------------------------------------------------- objective
+
+
+def objective_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty: str
+                   ) -> torch.Tensor:
+    """The training objective of one (images, soft targets, labels) batch."""
+    return batch_objective(model, batch[0], batch[1], weight_decay, penalty)
+
+
+def load_objective(p: dict[str, Any], ctx: UnitContext
+                   ) -> tuple[nn.Module, list[Batch], Any, float]:
+    """The unit's model (eval mode), all its fixed batches, the loss and the weight decay."""
+    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
+                          p["dataset_args"], p["data_size"])
+    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
+                         p["checkpoint"])
+    model.eval()
+    wd = resolve_weight_decay(p, checkpoint_meta(ctx, p["checkpoint"]))
+    batches = cached_batches(ctx, data, p)
+    return model, batches, functools.partial(objective_loss, weight_decay=wd,
+                                             penalty=p["penalty"]), wd
+
+
+def unit_batches(p: dict[str, Any], batches: list[Batch]) -> list[Batch]:
+    """The batches a unit's Hessian is taken over."""
+    if p["scope"] == "full":
+        return list(batches)
+    if p["batch"] >= len(batches):
+        raise ValueError(f"batch {p['batch']} lies past the fixed batches: the split holds "
+                         f"{sum(len(b[0]) for b in batches)} of num_samples {p['num_samples']} "
+                         f"({len(batches)} batches of {p['batch_size']}); lower num_samples")
+    return [batches[p["batch"]]]
+
+
+def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.device
+                    ) -> tuple[nn.Module, list[Batch], Any, list[float]]:
+    """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs."""
+    from harness.hessian_parallel import shard_batches
+
+    ctx = UnitContext(device=device, cache=WorkerCache(4), seed=p["seed"], unit_id="0")
+    model, batches, loss_fn, _ = load_objective(p, ctx)
+    mine, weights = shard_batches(batches, shard, shards)
+    return model, mine, loss_fn, weights
+
+
+def resolve_method(requested: str, num_samples: int) -> str:
+    """`auto`: `retained` while the kept graphs stay small, else `double_backward`.
+
+    Not timed per worker: on a shared machine a few timed products pick the wrong
+    method as often as not, and the ranking is the same everywhere — a retained
+    product skips the forward and the first backward that every fresh method
+    repeats (benchmarks/bench_hessian.py measures all three each run).
+    """
+    if requested != "auto":
+        return requested
+    return "retained" if num_samples <= RETAIN_MAX_SAMPLES else "double_backward"
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _row(quantity: str, value: float, **extra: Any) -> dict[str, Any]:
+    row = {"quantity": quantity, "end": "", "rank": -1, "start": -1, "value": float(value),
+           "density": None, "error": None, "converged": True, "hvps": 0, "seconds": 0.0}
+    row.update(extra)
+    return row
+
+
+def _eigen_rows(values: np.ndarray, residuals: np.ndarray, converged: np.ndarray,
+                ends: list[str], ranks: list[int], hvps: int, seconds: float
+                ) -> list[dict[str, Any]]:
+    return [_row("eigenvalue", v, end=e, rank=int(r), error=float(res), converged=bool(c),
+                 hvps=hvps, seconds=seconds)
+            for v, res, c, e, r in zip(values, residuals, converged, ends, ranks)]
+
+
+def _density_rows(nodes: list[np.ndarray], weights: list[np.ndarray], p: dict[str, Any],
+                  hvps: int, seconds: float) -> list[dict[str, Any]]:
+    grid, dens = broaden(nodes, weights, p["density_bins"], p["sigma_squared"])
+    rows = [_row("density", g, density=float(d), hvps=hvps, seconds=seconds)
+            for g, d in zip(grid, dens)]
+    for s, (theta, w) in enumerate(zip(nodes, weights)):
+        rows += [_row("slq_node", t, density=float(wi), rank=i, start=s, hvps=hvps,
+                      seconds=seconds) for i, (t, wi) in enumerate(zip(theta, w))]
+    return rows
+
+
+def _save_vectors(ctx: UnitContext, values: np.ndarray, vectors: torch.Tensor,
+                  names: list[str], shapes: list[tuple[int, ...]]) -> str:
+    """eigenvectors.safetensors beside the rows: rows of `vectors` in `param_names` order."""
+    from safetensors.torch import save
+
+    from harness.checkpoints import write_bytes
+
+    path = ctx.artifact("eigenvectors.safetensors")
+    meta = {"param_names": json.dumps(names), "param_shapes": json.dumps(shapes)}
+    write_bytes(path, save({"eigenvalues": torch.from_numpy(np.asarray(values, np.float64)),
+                             "vectors": vectors.detach().cpu().contiguous()}, metadata=meta))
+    return path
+
+
+def _generator(ctx: UnitContext, device: torch.device, offset: int) -> torch.Generator:
+    """Probe / start-vector generator, seeded from the unit id (the same on every re-run)."""
+    return torch.Generator(device=device).manual_seed(int(ctx.rng.integers(2 ** 62)) + offset)
+
+
+def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
+                 shapes: list[tuple[int, ...]]) -> tuple[list[dict[str, Any]], str]:
+    rows: list[dict[str, Any]] = []
+    path = ""
+    if "eigenvalues" in p["compute"]:
+        before = op.hvps
+        eig = lanczos_eigs(op.matvec, op.n, k=p["top_k"], which=p["which"], tol=p["tol"],
+                           max_iter=p["max_iter"], generator=_generator(ctx, op.device, 1),
+                           dtype=op.dtype, device=op.device, vectors=p["eigenvectors"])
+        rows += _eigen_rows(eig.values, eig.residuals, eig.converged, eig.end, eig.rank,
+                            op.hvps - before, eig.seconds)
+        if p["eigenvectors"]:
+            path = _save_vectors(ctx, eig.values, eig.vectors, names, shapes)
+    if "trace" in p["compute"]:
+        before = op.hvps
+        tr = hutchinson_trace(op, p["trace_probes"], _generator(ctx, op.device, 2),
+                              batch=p["probe_batch"])
+        rows.append(_row("trace", tr.value, error=tr.se, converged=tr.converged,
+                         hvps=op.hvps - before, seconds=tr.seconds))
+    if "density" in p["compute"]:
+        before = op.hvps
+        q = slq(op, p["density_starts"], p["density_iter"], _generator(ctx, op.device, 3))
+        rows += _density_rows(q.nodes, q.weights, p, op.hvps - before, q.seconds)
+    return rows, path
+
+
+def _run_pyhessian(p: dict[str, Any], ctx: UnitContext, op: HessianOperator,
+                   batches: list[Batch]) -> tuple[list[dict[str, Any]], float, str]:
+    """PyHessian's own methods on the same objective; residuals checked with our operator."""
+    model = op.model
+    wrapper = PyHessianObjective(model, batches, op.loss_fn)
+    torch.manual_seed(int(ctx.rng.integers(2 ** 62)) + 4)  # PyHessian draws from the global RNG
+    rows: list[dict[str, Any]] = []
+    path = ""
+    with pyhessian_compat() as counter:
+        started = time.perf_counter()
+        ph = wrapper.pyhessian()
+        setup = time.perf_counter() - started
+        try:
+            if "eigenvalues" in p["compute"]:
+                counter["hvps"], started = 0, time.perf_counter()
+                values, vectors = ph.eigenvalues(maxIter=p["max_iter"], tol=p["tol"],
+                                                 top_n=p["top_k"])
+                seconds, hvps = time.perf_counter() - started, counter["hvps"]
+                flat = torch.stack([op.flat.flatten([t.detach() for t in v]) for v in vectors])
+                vals = np.asarray(values, dtype=np.float64)
+                res = np.array([float((op.matvec(y) - lam * y).norm())
+                                for lam, y in zip(vals, flat)])
+                scale = float(np.abs(vals).max())
+                order = np.argsort(-np.abs(vals), kind="stable")
+                rows += _eigen_rows(vals[order], res[order], res[order] <= p["tol"] * scale,
+                                    ["magnitude"] * len(vals), list(range(len(vals))), hvps,
+                                    seconds)
+                if p["eigenvectors"]:
+                    path = _save_vectors(ctx, vals[order], flat[order], op.flat.names,
+                                         [tuple(s) for s in op.flat.shapes])
+            if "trace" in p["compute"]:
+                counter["hvps"], started = 0, time.perf_counter()
+                samples = ph.trace(maxIter=p["trace_probes"], tol=p["tol"])
+                seconds = time.perf_counter() - started
+                x = np.asarray(samples, dtype=np.float64)
+                se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("inf")
+                rows.append(_row("trace", float(x.mean()), error=se,
+                                 converged=len(x) < p["trace_probes"], hvps=counter["hvps"],
+                                 seconds=seconds))
+            if "density" in p["compute"]:
+                counter["hvps"], started = 0, time.perf_counter()
+                nodes, weights = ph.density(iter=p["density_iter"], n_v=p["density_starts"])
+                seconds = time.perf_counter() - started
+                rows += _density_rows([np.asarray(t, np.float64) for t in nodes],
+                                      [np.asarray(w, np.float64) for w in weights], p,
+                                      counter["hvps"], seconds)
+        finally:
+            del ph
+            for param in model.parameters():  # PyHessian leaves a graph in every .grad
+                param.grad = None
+    return rows, setup, path
+
+
+def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
+    p = unit.params
+    if p["scope"] == "minibatch" and p["batch"] < 0:
+        raise ValueError("batch -1 is expanded into one unit per minibatch; a unit needs an index")
+    if p["shards"] > 1:
+        return _run_sharded(p, ctx)
+    model, all_batches, loss_fn, wd = load_objective(p, ctx)
+    batches = unit_batches(p, all_batches)
+    with explicit_attention(model) as attention:
+        method = resolve_method(p["hvp_method"], sum(len(b[0]) for b in batches))
+        op = HessianOperator(model, batches, loss_fn, method=method)
+        try:
+            started = time.perf_counter()
+            check = check_hvp(op, _generator(ctx, op.device, 0))
+            setup = time.perf_counter() - started
+            loss = op.loss()
+            if p["solver"] == "pyhessian":
+                op.release()  # PyHessian builds its own graph
+                rows, setup, path = _run_pyhessian(p, ctx, op, batches)
+                method = "pyhessian"
+            else:
+                rows, path = _run_lanczos(p, ctx, op, op.flat.names,
+                                          [tuple(s) for s in op.flat.shapes])
+        finally:
+            op.release()
+    common = {"setup_seconds": setup, "loss": loss, "weight_decay_used": wd, "n_params": op.n,
+              "n_samples": op.num_samples, "hvp_method_used": method, "hvp_check": check,
+              "explicit_attention": attention, "eigenvector_file": path}
+    return [{**r, **common} for r in rows]
+
+
+def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
+    """Large-batch mode: the same solvers on a Hessian data-parallel over shard actors.
+
+    The unit itself loads nothing but the checkpoint's sidecar: the shards load the
+    model and their batches where they run; the Lanczos basis lives on ctx.device.
+    """
+    from harness.hessian_parallel import ShardedHessian
+
+    method = resolve_method(p["hvp_method"], math.ceil(p["num_samples"] / p["shards"]))
+    builder = functools.partial(shard_objective, p)
+    with ShardedHessian(builder, p["shards"], method, p["shard_num_cpus"],
+                        p["shard_num_gpus"], device=ctx.device) as op:
+        started = time.perf_counter()
+        check = check_hvp(op, _generator(ctx, op.device, 0))
+        setup = time.perf_counter() - started
+        rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes)
+        common = {"setup_seconds": setup, "loss": op.loss(),
+                  "weight_decay_used": resolve_weight_decay(p, checkpoint_meta(ctx,
+                                                                               p["checkpoint"])),
+                  "n_params": op.n, "n_samples": op.num_samples,
+                  "hvp_method_used": f"{method} x{p['shards']} shards", "hvp_check": check,
+                  "explicit_attention": op.attention_modules, "eigenvector_file": path}
+    return [{**r, **common} for r in rows]
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def check(params: dict[str, Any]) -> list[str]:
+    errors = check_model_and_data(params)
+    if params["scope"] == "full" and params["batch"] != EACH_BATCH:
+        errors.append("batch: scope full takes every batch; leave batch at -1")
+    if params["solver"] == "pyhessian":
+        if params["which"] != "magnitude":
+            errors.append("which: PyHessian's power iteration finds the largest |λ| only; use "
+                          "which magnitude (or solver lanczos)")
+        if params["shards"] > 1:
+            errors.append("shards: the data-parallel mode runs solver lanczos only")
+    if params["shards"] > 1 and params["scope"] != "full":
+        errors.append("shards: data-parallel products are for scope full (one minibatch is one "
+                      "shard)")
+    return errors
+
+
+def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
+    """scope minibatch with batch -1 -> one unit per minibatch of the fixed batches.
+
+    The count is ceil(num_samples / batch_size): a split smaller than num_samples
+    leaves the last units without a batch, and they fail saying so.
+    """
+    if combo["scope"] == "full" or combo["batch"] != EACH_BATCH:
+        return [combo]
+    count = math.ceil(combo["num_samples"] / combo["batch_size"])
+    return [dict(combo, batch=i) for i in range(count)]
+
+
+register_task(Task(
+    name="hessian",
+    description="Hessian eigenvalues (Lanczos / PyHessian), trace and spectral density of the "
+                "training objective, per minibatch or over all batches",
+    params=PARAMS,
+    output_schema=OUTPUT,
+    run=run,
+    expand=expand,
+    check=check,
+))

@@ -1,0 +1,363 @@
+"""Hessian numerics against exact answers (dense Hessians of tiny float64 models), PyHessian,
+curvlinops; the data-parallel operator; HVPs on the zoo's transformers; the task end to end."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import harness
+from harness.augment import soft_targets
+from harness.executor import RunConfig, run_units
+from harness.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
+                             broaden, check_hvp, explicit_attention, hutchinson_trace,
+                             lanczos_eigs, nep_ape, pyhessian_compat, slq)
+from harness.models import build_model
+from harness.objective import batch_objective
+from harness.spec import SpecError, validate
+
+from conftest import SMALL_RESNET, SMALL_VIT
+
+F64 = torch.float64
+
+
+def tiny_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The harness objective (NLL + 0.05 · Σ‖w‖₂ per tensor, the paper's l2 form)."""
+    return batch_objective(model, batch[0], batch[1], 0.05, "l2")
+
+
+def tiny_problem(seed: int = 0) -> tuple[nn.Module, list[tuple[torch.Tensor, ...]]]:
+    """A float64 MLP with a norm layer on 3x4x4 images, two batches of unequal size.
+
+    Every parameter is random (the l2 penalty has no Hessian at a zero tensor).
+    """
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 4), nn.LayerNorm(4), nn.Tanh(),
+                          nn.Linear(4, 5)).to(F64).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.6)
+    x = torch.randn(20, 3, 4, 4, dtype=F64)
+    soft = soft_targets(torch.arange(20) % 5, 5, smoothing=0.1).to(F64)
+    return model, [(x[:12], soft[:12]), (x[12:], soft[12:])]
+
+
+@functools.lru_cache(maxsize=None)
+def dense_hessian(seed: int = 0, batches_used: int = 2) -> np.ndarray:
+    """torch.autograd.functional.hessian of the size-weighted objective over the batches."""
+    model, batches = tiny_problem(seed)
+    batches = batches[:batches_used]
+    obj = _Objective(model, tiny_loss)
+    names = ["model." + k for k, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    sizes = [len(b[0]) for b in batches]
+
+    def f(flat: torch.Tensor) -> torch.Tensor:
+        params = dict(zip(names, (t.view(s) for t, s in
+                                  zip(torch.split(flat, [s.numel() for s in shapes]), shapes))))
+        return sum(n / sum(sizes) * functional_call(obj, params, (b,))
+                   for n, b in zip(sizes, batches))
+
+    h = torch.autograd.functional.hessian(f, flat0, vectorize=True,
+                                          outer_jacobian_strategy="forward-mode")
+    return h.detach().numpy()
+
+
+def dense_hessian_one_batch() -> np.ndarray:
+    return dense_hessian(0, 1)
+
+
+def rel(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+# --------------------------------------------------------------------------- exact answers
+
+
+@pytest.mark.parametrize("method", HVP_METHODS)
+def test_hvp_equals_dense_hessian_times_v(method):
+    model, batches = tiny_problem()
+    h = dense_hessian()
+    # symmetric to the loss's precision (soft_cross_entropy takes log_softmax in float32)
+    assert rel(h, h.T) < 1e-7
+    op = HessianOperator(model, batches, tiny_loss, method=method)
+    gen = torch.Generator().manual_seed(1)
+    v = torch.randn(op.n, generator=gen, dtype=F64)
+    assert rel(op.matvec(v), h @ v.numpy()) < 1e-6
+    rows = torch.randn(3, op.n, generator=gen, dtype=F64)  # batched (vmap-ed) products
+    assert rel(op.matmat(rows), rows.numpy() @ h) < 1e-6
+    assert op.hvps == 4
+    assert check_hvp(op, gen) < 1e-6
+
+
+def test_lanczos_both_ends_match_eigvalsh():
+    model, batches = tiny_problem()
+    exact = np.linalg.eigvalsh(dense_hessian())
+    op = HessianOperator(model, batches, tiny_loss)
+    both = lanczos_eigs(op.matvec, op.n, k=5, which="both", tol=1e-8, max_iter=op.n,
+                        dtype=F64, vectors=True)
+    top = both.values[[e == "largest" for e in both.end]]
+    bottom = both.values[[e == "smallest" for e in both.end]]
+    assert np.all(np.abs(top - exact[::-1][:5]) <= 1e-4 * np.abs(exact[::-1][:5]))
+    assert np.all(np.abs(bottom - exact[:5]) <= 1e-4 * np.abs(exact[:5]))
+    assert exact[0] < 0 and both.converged.all() and both.steps < op.n
+    # Ritz vectors are eigenvectors: ‖Hy − θy‖ within the reported residual bound
+    h = torch.from_numpy(dense_hessian())
+    for theta, y, r in zip(both.values, both.vectors, both.residuals):
+        assert float((h @ y - theta * y).norm()) <= 2 * r + 1e-7 * float(h.norm())
+    mag = lanczos_eigs(op.matvec, op.n, k=5, which="magnitude", tol=1e-8, max_iter=op.n,
+                       dtype=F64)
+    want = exact[np.argsort(-np.abs(exact))[:5]]
+    assert np.all(np.abs(mag.values - want) <= 1e-4 * np.abs(want))
+
+
+def test_lanczos_finds_repeated_eigenvalues_after_a_breakdown():
+    """An operator with few distinct eigenvalues exhausts its Krylov space; the restart
+    continues orthogonally and finds every copy (PyHessian's deflation would too, slowly)."""
+    d = torch.tensor([5.0, 5.0, 5.0, 3.0, 1.0, 1.0, -2.0, -2.0] + [0.5] * 12, dtype=F64)
+    res = lanczos_eigs(lambda v: d * v, len(d), k=5, which="largest", tol=1e-10,
+                       max_iter=len(d), dtype=F64)
+    assert np.allclose(res.values, [5, 5, 5, 3, 1], atol=1e-8)
+
+
+def test_hutchinson_trace_within_three_standard_errors():
+    model, batches = tiny_problem()
+    exact = float(np.trace(dense_hessian()))
+    op = HessianOperator(model, batches, tiny_loss)
+    est = hutchinson_trace(op, probes=200, generator=torch.Generator().manual_seed(4), batch=8)
+    assert est.probes == 200 and est.se > 0
+    assert abs(est.value - exact) <= 3 * est.se
+
+
+def test_slq_density_integrates_to_one_and_its_mean_is_trace_over_n():
+    model, batches = tiny_problem()
+    h = dense_hessian()
+    n = h.shape[0]
+    op = HessianOperator(model, batches, tiny_loss)
+    q = slq(op, starts=30, steps=40, generator=torch.Generator().manual_seed(5))
+    grid, dens = broaden(q.nodes, q.weights, num_bins=20000, normalize=False)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=2e-3)
+    assert np.trapezoid(grid * dens, grid) == pytest.approx(q.mean(), rel=1e-3, abs=1e-6)
+    # Gauss quadrature is exact for λ: its mean is vᵀHv / n of the same Rademacher probes,
+    # i.e. Hutchinson on those probes / n ...
+    same = hutchinson_trace(op, probes=30, generator=torch.Generator().manual_seed(5))
+    assert q.mean() == pytest.approx(same.value / n, rel=1e-8)
+    # ... which is within 3 standard errors of tr(H) / n
+    assert abs(q.mean() - np.trace(h) / n) <= 3 * same.se / n
+    grid, dens = broaden(q.nodes, q.weights, num_bins=500)  # PyHessian's normalisation
+    assert np.sum(dens) * (grid[1] - grid[0]) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- other tools
+
+
+PYHESSIAN_GRAPH_WARNING = "ignore:Using backward\\(\\) with create_graph"  # PyHessian's own call
+
+
+@pytest.mark.filterwarnings(PYHESSIAN_GRAPH_WARNING)
+def test_eigenvalues_and_trace_agree_with_pyhessian():
+    model, batches = tiny_problem()
+    op = HessianOperator(model, batches[:1], tiny_loss)
+    ours = lanczos_eigs(op.matvec, op.n, k=3, which="magnitude", tol=1e-8, max_iter=op.n,
+                        dtype=F64)
+    wrapper = PyHessianObjective(model, batches[:1], tiny_loss)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(F64)  # PyHessian draws its vectors in the default dtype
+    try:
+        torch.manual_seed(0)
+        with pyhessian_compat() as counter:
+            ph = wrapper.pyhessian()
+            values, _ = ph.eigenvalues(maxIter=2000, tol=1e-9, top_n=3)
+            samples = ph.trace(maxIter=300, tol=0.0)
+            nodes, weights = ph.density(iter=20, n_v=2)
+    finally:
+        torch.set_default_dtype(previous)
+        for p in model.parameters():
+            p.grad = None
+    assert counter["hvps"] > 0
+    assert np.allclose(np.sort(values), np.sort(ours.values), rtol=1e-3)
+    ph_mean, ph_se = np.mean(samples), np.std(samples, ddof=1) / np.sqrt(len(samples))
+    ours_tr = hutchinson_trace(op, probes=300, generator=torch.Generator().manual_seed(6))
+    assert abs(ph_mean - ours_tr.value) <= 3 * np.hypot(ph_se, ours_tr.se)
+    # PyHessian's density() (torch.eig shimmed): Ritz nodes lie inside the spectrum
+    nodes = np.concatenate([np.asarray(t) for t in nodes])
+    exact1 = np.linalg.eigvalsh(dense_hessian_one_batch())
+    assert exact1[0] - 1e-6 <= nodes.min() and nodes.max() <= exact1[-1] + 1e-6
+    # the same objective both ways: PyHessian's product equals ours on a single batch
+    v = torch.randn(op.n, dtype=F64)
+    params = [p for p in model.parameters()]
+    parts = [t.view_as(p) for t, p in zip(torch.split(v, [p.numel() for p in params]), params)]
+    g = torch.autograd.grad(wrapper(wrapper.index_batches[0][0]), params, create_graph=True)
+    ph_hv = torch.cat([t.reshape(-1) for t in torch.autograd.grad(g, params, parts)])
+    assert rel(ph_hv, op.matvec(v)) < 1e-10
+
+
+def test_hvp_agrees_with_curvlinops_on_a_conv_net():
+    from curvlinops import HessianLinearOperator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)).to(F64).eval()
+    x = torch.randn(14, 3, 6, 6, dtype=F64)
+    soft = soft_targets(torch.arange(14) % 5, 5, smoothing=0.1).to(F64)
+    data = [(x[:9], soft[:9]), (x[9:], soft[9:])]
+    params = list(model.parameters())
+    theirs = HessianLinearOperator(model, nn.CrossEntropyLoss(reduction="mean"), params, data,
+                                   check_deterministic=False)
+    def nll(m: nn.Module, b: tuple[torch.Tensor, ...]) -> torch.Tensor:  # curvlinops: no penalty
+        return batch_objective(m, b[0], b[1], 0.0, "l2")
+
+    ours = HessianOperator(model, data, nll)
+    v = torch.randn(ours.n, dtype=F64)
+    out = theirs @ v
+    assert rel(ours.matvec(v), out) < 1e-6
+
+
+# --------------------------------------------------------------------------- guards
+
+
+def test_hvp_check_catches_a_nondeterministic_objective_and_bad_models():
+    model, batches = tiny_problem()
+
+    def noisy(m: nn.Module, b: tuple[torch.Tensor, ...]) -> torch.Tensor:  # dropout left on
+        return tiny_loss(m, (nn.functional.dropout(b[0], 0.3, training=True), b[1]))
+
+    with pytest.raises(RuntimeError, match="not deterministic"):
+        check_hvp(HessianOperator(model, batches, noisy), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="train mode"):
+        HessianOperator(model.train(), batches, tiny_loss)
+    model.eval()
+    with torch.no_grad():
+        model[1].bias.zero_()  # the l2 penalty Σ‖w‖ has no Hessian at a zero tensor
+    with pytest.raises(FloatingPointError, match="1.bias"):
+        check_hvp(HessianOperator(model, batches, tiny_loss), torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name,args", [
+    ("vit_ti", SMALL_VIT["model_args"]),
+    ("swin_ti", {"embed_dim": 12, "depths": [1, 2, 2, 1], "num_heads": [1, 2, 2, 4]}),
+])
+def test_hvps_run_on_zoo_transformers_with_fused_attention_off(name, args, sdpa_calls):
+    torch.manual_seed(0)
+    model = build_model(name, 10, **args).eval()  # fused_attn left at its default
+    x = torch.randn(4, 3, 32, 32)
+    batch = (x, soft_targets(torch.arange(4), 10))
+
+    def loss(m: nn.Module, b: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return batch_objective(m, b[0], b[1], 0.05, "half_sq")
+
+    flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
+    with explicit_attention(model) as count:
+        assert count == len(flags) > 0
+        op = HessianOperator(model, [batch], loss)
+        assert check_hvp(op, torch.Generator().manual_seed(0)) < 1e-4
+        v = torch.randn(op.n, generator=torch.Generator().manual_seed(1))
+        a = op.matvec(v)
+        b = HessianOperator(model, [batch], loss, method="forward_over_reverse").matvec(v)
+        assert torch.isfinite(a).all() and rel(a, b) < 1e-3
+    assert not sdpa_calls  # no fused kernel ran
+    assert [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")] == flags
+
+
+# --------------------------------------------------------------------------- the task
+
+
+HESSIAN_COMMON = {"dataset": "digits", "num_samples": 48, "batch_size": 24,
+                  "penalty": "half_sq", "hvp_method": "retained"}
+
+
+def hessian_doc(**extra) -> dict:
+    return {"name": "hs", "tasks": {"hessian": [{**SMALL_RESNET, **HESSIAN_COMMON, **extra}]}}
+
+
+@pytest.mark.filterwarnings(PYHESSIAN_GRAPH_WARNING)
+def test_task_rows_for_each_minibatch_with_both_solvers(tmp_path):
+    doc = hessian_doc(solver=["lanczos", "pyhessian"],
+                      compute=[["eigenvalues", "trace", "density"]], trace_probes=6,
+                      density_iter=12, density_bins=64, max_iter=60)
+    doc["tasks"]["hessian"].append({**SMALL_VIT, **HESSIAN_COMMON, "batch": 1,
+                                    "which": "both", "top_k": 2, "eigenvectors": True})
+    units = validate(doc).units()
+    assert sorted(u.params["batch"] for u in units) == [0, 0, 1, 1, 1]  # batch -1 expanded
+    summary = run_units(units, str(tmp_path), RunConfig(kind="local", device="cpu"))
+    assert (summary.done, summary.failed) == (5, 0), summary.errors
+    df = harness.load(str(tmp_path), task="hessian")
+    eig = df[df.quantity == "eigenvalue"]
+    res = eig[eig.model == "resnet18"]
+    assert res.groupby(["solver", "batch"]).size().tolist() == [5, 5, 5, 5]
+    assert (res["end"] == "magnitude").all() and res["hvps"].gt(0).all()
+    ours = res[res.solver == "lanczos"]
+    assert ours["converged"].all() and (ours["hvp_method_used"] == "retained").all()
+    assert set(df[df.solver == "pyhessian"]["hvp_method_used"]) == {"pyhessian"}
+    # the two solvers see the same objective: the largest |λ| agrees where PyHessian converged
+    top = res[res["rank"] == 0].pivot(index="batch", columns="solver", values="value")
+    assert np.allclose(top["pyhessian"], top["lanczos"], rtol=0.05)
+    assert (df.loc[df.model == "resnet18", "explicit_attention"] == 0).all()
+    vit = eig[eig.model == "vit_ti"]
+    assert sorted(vit["end"]) == ["largest"] * 2 + ["smallest"] * 2
+    assert (vit["explicit_attention"] == 2).all()
+    from safetensors.torch import load_file
+
+    saved = load_file(vit["eigenvector_file"].iloc[0])  # Ritz vectors in the rows' order
+    assert saved["vectors"].shape == (4, vit["n_params"].iloc[0])
+    assert np.allclose(saved["eigenvalues"].numpy(), vit.sort_values(["end", "rank"])["value"])
+    for (_, solver, batch), d in df[df.quantity == "density"].groupby(["model", "solver",
+                                                                       "batch"]):
+        assert np.sum(d["density"]) * np.diff(np.sort(d["value"]))[0] == pytest.approx(1.0)
+    assert (df[df.quantity == "trace"]["error"] > 0).all()
+    assert df["n_params"].gt(0).all() and df["loss"].gt(0).all()
+    summary = nep_ape(ours["value"])
+    assert 0.0 <= summary["nep"] <= 1.0 and summary["ape"] > 0 and summary["count"] == 10
+
+
+def test_task_spec_errors():
+    with pytest.raises(SpecError, match="norms.*allowed: any of eigenvalues"):
+        validate(hessian_doc(compute=["norms"]))
+    with pytest.raises(SpecError, match="largest .λ. only"):
+        validate(hessian_doc(solver="pyhessian", which="both"))
+    with pytest.raises(SpecError, match="scope full"):
+        validate(hessian_doc(shards=2))
+
+
+@pytest.mark.slow
+def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
+    from harness.hessian_parallel import ShardedHessian
+    from tasks.hessian import shard_objective
+
+    doc = hessian_doc(scope="full", num_samples=60, batch_size=16, augment="basic",
+                      shard_num_cpus=0.5)
+    (unit,) = validate(doc).units()
+    builder = functools.partial(shard_objective, unit.params)
+    model, batches, loss_fn, weights = builder(0, 1, torch.device("cpu"))
+    local = HessianOperator(model, batches, loss_fn, weights=weights)
+    assert [len(b[0]) for b in batches] == [16, 16, 16, 12]
+    v = torch.randn(local.n, generator=torch.Generator().manual_seed(0))
+    rows = torch.stack([v, -2 * v])
+    with ShardedHessian(builder, 1, num_cpus=0.5) as one, \
+            ShardedHessian(builder, 2, num_cpus=0.5) as two:
+        assert (two.n, two.num_samples, one.num_samples) == (local.n, 60, 60)
+        expected = one.matvec(v)
+        assert rel(expected, local.matvec(v)) < 1e-5
+        assert rel(two.matvec(v), expected) < 1e-5
+        assert rel(two.matmat(rows), one.matmat(rows)) < 1e-5
+        assert two.loss() == pytest.approx(local.loss(), rel=1e-6)
+    # the task's large-batch mode: the same spectrum as the in-process operator
+    local_eig = lanczos_eigs(local.matvec, local.n, k=5, tol=1e-4, max_iter=100)
+    sharded = validate(hessian_doc(scope="full", num_samples=60, batch_size=16, augment="basic",
+                                   shards=2, shard_num_cpus=0.5, tol=1e-4,
+                                   compute=["eigenvalues", "trace"], trace_probes=4,
+                                   probe_batch=2)).units()
+    summary = run_units(sharded, str(tmp_path), RunConfig(kind="local", device="cpu"))
+    assert (summary.done, summary.failed) == (1, 0), summary.errors
+    df = harness.load(str(tmp_path), task="hessian")
+    eig = df[df.quantity == "eigenvalue"].sort_values("rank")
+    assert np.allclose(eig["value"], local_eig.values, rtol=1e-3)
+    assert (df["hvp_method_used"] == "retained x2 shards").all() and (df["n_samples"] == 60).all()
+    assert df.loc[df.quantity == "trace", "hvps"].item() == 4
