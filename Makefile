@@ -29,6 +29,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_landscape.py
+	$(BIN)/python benchmarks/bench_hessian.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
