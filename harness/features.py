@@ -381,14 +381,10 @@ def representation_params(default_max_samples: int = 256,
 def load_model_and_data(unit: "WorkUnit", ctx: "UnitContext"
                         ) -> tuple[nn.Module, list[Block], "Dataset", int]:
     """The unit's model (eval mode, from the worker cache), its blocks, its data and sample count."""
-    from harness.workload import cached_dataset, cached_model
+    from harness.workload import unit_model_and_data
 
     p = unit.params
-    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
-                          p["dataset_args"], p["data_size"])
-    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
-                         p["checkpoint"])
-    model.eval()  # BN running statistics, no dropout (the original notebooks forgot this)
+    model, data = unit_model_and_data(ctx, p)  # eval mode: the original notebooks forgot it
     n = len(data) if p["max_samples"] == 0 else min(p["max_samples"], len(data))
     return model, blocks(model), data, n
 

@@ -89,6 +89,16 @@ def cached_model(ctx: UnitContext, name: str, num_classes: int, seed: int,
     return ctx.cache.get(key, build)
 
 
+def unit_model_and_data(ctx: UnitContext, p: dict[str, Any]) -> tuple[nn.Module, Dataset]:
+    """The model (eval mode) and data split named by a unit's MODEL_PARAMS, `checkpoint` and
+    `split` (default "test"), both from the worker cache."""
+    data = cached_dataset(ctx, p["dataset"], p.get("split", "test"), p["data_fraction"],
+                          p["seed"], p["dataset_args"], p["data_size"])
+    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
+                         p.get("checkpoint", ""))
+    return model.eval(), data
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int,
                    device: torch.device) -> torch.Tensor:

@@ -12,8 +12,8 @@ from harness.models import count_params
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, cached_dataset, cached_model, check_model_and_data,
-                              predict_logits)
+from harness.workload import (MODEL_PARAMS, check_model_and_data, predict_logits,
+                              unit_model_and_data)
 
 PARAMS = MODEL_PARAMS + (
     Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
@@ -36,10 +36,7 @@ OUTPUT = pa.schema([
 
 def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     p = unit.params
-    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
-                          p["dataset_args"], p["data_size"])
-    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
-                         p["checkpoint"])
+    model, data = unit_model_and_data(ctx, p)
     n = len(data) if p["max_samples"] == 0 else min(p["max_samples"], len(data))
     logits = predict_logits(model, data.x[:n], p["batch_size"], ctx.device)
     metrics = classification_metrics(logits, data.y[:n], p["ece_bins"])

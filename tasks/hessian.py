@@ -50,8 +50,8 @@ from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, cached_dataset, cached_model, check_model_and_data,
-                              checkpoint_meta)
+from harness.workload import (MODEL_PARAMS, check_model_and_data, checkpoint_meta,
+                              unit_model_and_data)
 
 QUANTITIES = ("eigenvalues", "trace", "density")
 EACH_BATCH = -1
@@ -142,11 +142,7 @@ def objective_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty:
 def load_objective(p: dict[str, Any], ctx: UnitContext
                    ) -> tuple[nn.Module, list[Batch], Any, float]:
     """The unit's model (eval mode), all its fixed batches, the loss and the weight decay."""
-    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
-                          p["dataset_args"], p["data_size"])
-    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
-                         p["checkpoint"])
-    model.eval()
+    model, data = unit_model_and_data(ctx, p)
     wd = resolve_weight_decay(p, checkpoint_meta(ctx, p["checkpoint"]))
     batches = cached_batches(ctx, data, p)
     return model, batches, functools.partial(objective_loss, weight_decay=wd,

@@ -43,8 +43,8 @@ from harness.params import Param
 from harness.registry import Task, register_task
 from harness.store import resolve_root
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, cached_dataset, cached_model, check_model_and_data,
-                              checkpoint_meta)
+from harness.workload import (MODEL_PARAMS, check_model_and_data, checkpoint_meta,
+                              unit_model_and_data)
 
 DIRECTIONS = ("random", "interpolate", "pca")
 ALL_CHUNKS = -1
@@ -162,10 +162,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     p = unit.params
     if p["chunk"] < 0:
         raise ValueError("chunk -1 is expanded into one unit per chunk; a unit needs a chunk index")
-    data = cached_dataset(ctx, p["dataset"], p["split"], p["data_fraction"], p["seed"],
-                          p["dataset_args"], p["data_size"])
-    model = cached_model(ctx, p["model"], data.num_classes, p["seed"], p["model_args"],
-                         p["checkpoint"])
+    model, data = unit_model_and_data(ctx, p)
     batches = cached_batches(ctx, data, p)
     plane = ctx.cache.get(_plane_key(p, data.num_classes), lambda: build_plane(p, model))
     if not plane.matches(model):  # the model was evicted and rebuilt with other weights
