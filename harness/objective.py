@@ -113,6 +113,13 @@ def resolve_weight_decay(params: dict[str, Any], checkpoint_meta: dict[str, Any]
     return float(recipe.get("weight_decay", DEFAULT_WEIGHT_DECAY))
 
 
+def unit_weight_decay(ctx: UnitContext, params: dict[str, Any]) -> float:
+    """`resolve_weight_decay` for a unit: its param, else its checkpoint's recipe (cached)."""
+    from harness.workload import checkpoint_meta
+
+    return resolve_weight_decay(params, checkpoint_meta(ctx, params.get("checkpoint", "")))
+
+
 def batch_objective(model: nn.Module, x: torch.Tensor, soft: torch.Tensor, weight_decay: float,
                     penalty: str) -> torch.Tensor:
     """NLL (soft-target cross-entropy, batch mean) + weight_decay · penalty, differentiable."""

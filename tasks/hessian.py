@@ -46,11 +46,11 @@ from harness.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessi
                              broaden, check_hvp, explicit_attention,
                              hutchinson_trace, lanczos_eigs, pyhessian_compat, slq)
 from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches,
-                               resolve_weight_decay)
+                               unit_weight_decay)
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, check_model_and_data, checkpoint_meta,
+from harness.workload import (MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
 
 QUANTITIES = ("eigenvalues", "trace", "density")
@@ -143,7 +143,7 @@ def load_objective(p: dict[str, Any], ctx: UnitContext
                    ) -> tuple[nn.Module, list[Batch], Any, float]:
     """The unit's model (eval mode), all its fixed batches, the loss and the weight decay."""
     model, data = unit_model_and_data(ctx, p)
-    wd = resolve_weight_decay(p, checkpoint_meta(ctx, p["checkpoint"]))
+    wd = unit_weight_decay(ctx, p)
     batches = cached_batches(ctx, data, p)
     return model, batches, functools.partial(objective_loss, weight_decay=wd,
                                              penalty=p["penalty"]), wd
@@ -359,8 +359,7 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
         setup = time.perf_counter() - started
         rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes)
         common = {"setup_seconds": setup, "loss": op.loss(),
-                  "weight_decay_used": resolve_weight_decay(p, checkpoint_meta(ctx,
-                                                                               p["checkpoint"])),
+                  "weight_decay_used": unit_weight_decay(ctx, p),
                   "n_params": op.n, "n_samples": op.num_samples,
                   "hvp_method_used": f"{method} x{p['shards']} shards", "hvp_check": check,
                   "explicit_attention": op.attention_modules, "eigenvector_file": path}

@@ -38,12 +38,12 @@ from harness.context import UnitContext
 from harness.directions import (NORMALIZATIONS, interpolation_direction, pca_directions,
                                 random_direction)
 from harness.landscape import Plane, axis_values, evaluate_points, grid_points
-from harness.objective import OBJECTIVE_PARAMS, cached_batches, resolve_weight_decay
+from harness.objective import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.store import resolve_root
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, check_model_and_data, checkpoint_meta,
+from harness.workload import (MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
 
 DIRECTIONS = ("random", "interpolate", "pca")
@@ -167,7 +167,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     plane = ctx.cache.get(_plane_key(p, data.num_classes), lambda: build_plane(p, model))
     if not plane.matches(model):  # the model was evicted and rebuilt with other weights
         plane = build_plane(p, model)
-    weight_decay = resolve_weight_decay(p, checkpoint_meta(ctx, p["checkpoint"]))
+    weight_decay = unit_weight_decay(ctx, p)
     points = grid(p)[p["chunk"] * p["chunk_size"]:(p["chunk"] + 1) * p["chunk_size"]]
     trajectory = plane.info.get("trajectory", []) if p["chunk"] == 0 else []
     coords = [c for *_, c in points] + [tuple(t["coords"]) for t in trajectory]
