@@ -1,4 +1,4 @@
-"""`harness` command line: run, status, list, demo.
+"""`harness` command line: run, status, list, report, demo.
 
 Exit codes: 0 every unit done; 1 some units failed (see `_failures`);
 2 bad input (nothing was written); 130 interrupted (finished units kept).
@@ -72,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list tasks, models or datasets")
     lst.add_argument("what", nargs="?", choices=("tasks", "models", "datasets"), default="tasks")
     lst.set_defaults(func=cmd_list)
+
+    report = sub.add_parser("report", help="render every table and plot the results allow into "
+                            "one static HTML page")
+    report.add_argument("--results", default=DEFAULT_RESULTS, help="results root (path or URI)")
+    report.add_argument("--sweep", action="append", dest="sweeps", metavar="NAME",
+                        help="only these sweeps (repeatable; default: every sweep under --results)")
+    report.add_argument("-o", "--out", default="report", help="output directory (default: report/)")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="train and evaluate the demo models on the embedded default")
     _add_run_flags(demo)
@@ -220,6 +228,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in dataset_names():
             doc = (DATASETS[name].__doc__ or "").strip().splitlines()
             print(f"{name:<12}{doc[0] if doc else ''}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    index = write_report(args.results, args.out, sweeps=args.sweeps)
+    print(f"report: {index}")
     return EXIT_OK
 
 
