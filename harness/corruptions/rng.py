@@ -1,0 +1,103 @@
+"""Counter-based random numbers for corruptions, in torch integer ops.
+
+Why counter-based: the corruption of an image must be the same however the data
+set is batched, and the same on CPU and CUDA. Every random number is a pure
+function of (seed, corruption, severity, stream, image id, element index): a
+32-bit integer hash (Wellons' "hash prospector" xorshift-multiply design) of
+that tuple, so a batch is generated in one vectorized pass with no generator
+state. Both multipliers are < 2**31 and every value is kept < 2**32, so the
+int64 products never overflow (no reliance on wrap-around).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["ImageRNG", "hash32", "hash32_int"]
+
+_MASK = 0xFFFFFFFF
+_M1 = 0x21F0AAAD
+_M2 = 0x735A2D97
+_GOLDEN = 0x9E3779B9
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """Mix int64 values in [0, 2**32) to well-scrambled values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = (x * _M1) & _MASK
+    x = x ^ (x >> 15)
+    x = (x * _M2) & _MASK
+    return x ^ (x >> 15)
+
+
+def hash32_int(x: int) -> int:
+    """Plain-Python twin of `hash32` (reference for tests, scalar key folding)."""
+    x &= _MASK
+    x ^= x >> 16
+    x = (x * _M1) & _MASK
+    x ^= x >> 15
+    x = (x * _M2) & _MASK
+    return x ^ (x >> 15)
+
+
+def _fold(*parts: int) -> int:
+    h = 0x6A09E667
+    for p in parts:
+        p = int(p) & 0xFFFFFFFFFFFFFFFF
+        h = hash32_int(h ^ (p & _MASK))
+        h = hash32_int(h ^ (p >> 32) ^ _GOLDEN)
+    return h
+
+
+class ImageRNG:
+    """Independent random streams per image of a batch.
+
+    `key` = (seed, corruption index, severity); `image_ids` (N,) int64 name the
+    images. `stream` separates the random fields one corruption draws (e.g. the
+    x and y displacements of the elastic transform).
+    """
+
+    def __init__(self, seed: int, kind_index: int, severity: int, image_ids: torch.Tensor) -> None:
+        self.base = _fold(seed, kind_index, severity)
+        ids = image_ids.to(torch.int64)
+        self.ids_lo = ids & _MASK
+        self.ids_hi = (ids >> 32) & _MASK
+        self.device = image_ids.device
+        self.n = int(ids.shape[0])
+
+    def _keys(self, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = _fold(self.base, stream)
+        ka = hash32(hash32(self.ids_lo ^ s) ^ self.ids_hi)
+        kb = hash32(ka ^ _GOLDEN)
+        return ka, kb
+
+    def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """(N, *shape) int64 uniform on [0, 2**32)."""
+        ka, kb = self._keys(stream)
+        m = math.prod(shape)
+        e = torch.arange(m, dtype=torch.int64, device=self.device)
+        h = hash32((e.unsqueeze(0) + ka.unsqueeze(1)) & _MASK)
+        h = hash32(h ^ kb.unsqueeze(1))
+        return h.reshape(self.n, *shape)
+
+    def uniform(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, *shape) uniform on the open interval (0, 1), 24-bit resolution."""
+        b = self.bits(stream, shape) >> 8
+        return (b.to(dtype) + 0.5) * (1.0 / (1 << 24))
+
+    def normal(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, *shape) standard normal by Box-Muller (both outputs used)."""
+        m = math.prod(shape)
+        half = (m + 1) // 2
+        u = self.uniform(stream, (2, half), dtype)
+        r = torch.sqrt(-2.0 * torch.log(u[:, 0]))
+        t = (2.0 * math.pi) * u[:, 1]
+        z = torch.cat([r * torch.cos(t), r * torch.sin(t)], dim=1)[:, :m]
+        return z.reshape(self.n, *shape)
+
+    def randint(self, stream: int, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
+        """(N, *shape) int64 uniform on [low, high) (as numpy's randint)."""
+        span = high - low
+        return (self.bits(stream, shape) * span >> 32) + low
