@@ -67,7 +67,8 @@ def plain_loop(n_units: int, max_samples: int, out_dir: str) -> None:
     pq.write_table(pa.Table.from_pylist(rows), os.path.join(out_dir, "plain.parquet"))
     loop_s = time.perf_counter() - started
     print(json.dumps({"loop_s": loop_s, "threads": torch.get_num_threads(),
-                      "metrics": {r["unit_id"]: [r[m] for m in METRICS] for r in rows}}))
+                      "metrics": {r["unit_id"]: [r[m] for m in METRICS] for r in rows
+                                  if r["quantity"] == "metrics"}}))
 
 
 def ray_run(n_units: int, max_samples: int, workers: int, out_dir: str) -> dict:
@@ -93,7 +94,7 @@ def ray_run(n_units: int, max_samples: int, workers: int, out_dir: str) -> dict:
     if summary.failed or summary.done != n_units or len(files) != n_units:
         sys.exit(f"FAIL: ray run done={summary.done} failed={summary.failed} "
                  f"files={len(files)} of {n_units}: {summary.errors[:3]}")
-    df = load(out_dir, task="evaluate", sweep=SWEEP)
+    df = load(out_dir, task="evaluate", sweep=SWEEP, quantity="metrics")
     return {"start_s": start_s, "wall_s": wall_s,
             "metrics": {r["unit_id"]: [r[m] for m in METRICS] for r in df.to_dict("records")}}
 

@@ -251,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if code not in (EXIT_OK, EXIT_FAILED):
             return code
         worst = max(worst, code)
-    evaluated = load(args.results, task="evaluate", sweep="demo")
+    evaluated = load(args.results, task="evaluate", sweep="demo", quantity="metrics")
     trained = load(args.results, task="train", sweep="demo_train",
                    columns=["checkpoint", "data_fraction", "epoch"])
     table = evaluated.drop(columns=["data_fraction"]).merge(trained, on="checkpoint")
@@ -263,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     where = args.results if "://" in args.results else str(Path(args.results).resolve())
     print(f"results: {where} (sweeps {', '.join(DEMO_SWEEPS)})")
     print(f"read them with: python -c \"import harness; print(harness.load({args.results!r}, "
-          f"task='evaluate', sweep='demo'))\"")
+          f"task='evaluate', sweep='demo', quantity='metrics'))\"")
     return worst
 
 

@@ -25,7 +25,7 @@ def test_local_evaluate_sweep_gives_real_metrics(tmp_path):
     units = validate(tiny_eval_doc("ev")).units()
     summary = run_units(units, str(tmp_path), RunConfig(kind="local", device="cpu"))
     assert (summary.done, summary.failed) == (4, 0)
-    df = harness.load(str(tmp_path), task="evaluate")
+    df = harness.load(str(tmp_path), task="evaluate", quantity="metrics")
     assert len(df) == 4 and set(df["model"]) == {"resnet18", "vit_ti"}
     assert (df["n_samples"] == 96).all()
     # fresh models on 10 balanced classes: NLL near ln(10), accuracy near chance
@@ -38,8 +38,8 @@ def test_ray_with_two_workers_gives_the_same_rows_as_local(tmp_path, ray_session
     local = run_units(units, str(tmp_path / "local"), RunConfig(kind="local", device="cpu"))
     remote = run_units(units, str(tmp_path / "ray"), RunConfig(kind="ray", workers=2))
     assert (local.done, remote.done, remote.failed) == (4, 4, 0)
-    a = comparable(harness.load(str(tmp_path / "local"), task="evaluate"))
-    b = comparable(harness.load(str(tmp_path / "ray"), task="evaluate"))
+    a = comparable(harness.load(str(tmp_path / "local"), task="evaluate", quantity="metrics"))
+    b = comparable(harness.load(str(tmp_path / "ray"), task="evaluate", quantity="metrics"))
     metrics = ["acc", "nll", "ece"]
     pd.testing.assert_frame_equal(a.drop(columns=metrics), b.drop(columns=metrics))
     pd.testing.assert_frame_equal(a[metrics], b[metrics], rtol=1e-6, atol=1e-7)

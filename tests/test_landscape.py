@@ -127,7 +127,7 @@ def test_origin_equals_the_evaluate_task_and_objective_measure(tmp_path):
     summary = run_units(validate(doc).units(), str(tmp_path), RunConfig(kind="local", device="cpu"))
     assert (summary.done, summary.failed) == (3, 0)
     ls = harness.load(str(tmp_path), task="landscape")
-    ev = harness.load(str(tmp_path), task="evaluate").iloc[0]
+    ev = harness.load(str(tmp_path), task="evaluate", quantity="metrics").iloc[0]
     clean = ls[(ls["augment"] == "none") & (ls["a"] == 0.0) & (ls["b"] == 0.0)].iloc[0]
     assert clean["n_samples"] == ev["n_samples"] == 450
     assert clean["nll"] == pytest.approx(ev["nll"], rel=1e-5)

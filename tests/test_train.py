@@ -62,7 +62,7 @@ def test_checkpoints_have_sidecars_and_reload_to_the_same_metrics(trained_resnet
     units = validate(doc).units()
     assert len(units) == 2 and {u.params["model"] for u in units} == {"resnet18"}
     run_units(units, str(root), RunConfig(kind="local", device="cpu"))
-    ev = harness.load(str(root), task="evaluate", sweep="ev")
+    ev = harness.load(str(root), task="evaluate", sweep="ev", quantity="metrics")
     by_ckpt = ev.set_index("checkpoint")["acc"]
     assert by_ckpt[final["checkpoint"]] == pytest.approx(final["test_acc"], abs=1e-12)
     model, _ = load_checkpoint(final["checkpoint"])
