@@ -1,0 +1,143 @@
+"""corruption: accuracy, NLL and ECE on one CIFAR-C corruption at one severity (Park & Kim 2022, Fig. 12).
+
+The paper's robustness is the mean accuracy over CIFAR-100-C's 15 corruptions
+× 5 severities. One unit = (model or checkpoint, corruption, severity):
+`corruption: all` and `severity: -1` (the defaults) expand to every kind and
+every severity, 75 units per model.
+
+Images: with `cifar_c_root: ""` (default) the unit corrupts its clean split on
+the worker's device, batch by batch (`harness.corruptions.corrupt`: the
+CIFAR-C severity table, or ImageNet-C's with `corruption_constants:
+imagenet`), each image seeded by (corruption_seed, its index in the split) —
+only the unit's params travel, never 75 copies of the data. With a root, the
+unit reads the real CIFAR-10-C / CIFAR-100-C `.npy` files
+(`harness.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100, whose
+test split is the clean reference). `source` says which.
+
+Every row carries the clean metrics of the same first `max_samples` images
+(computed once per worker) and error_rel_clean = (1 − acc) − (1 − clean_acc),
+the corruption error of Hendrycks & Dietterich's "relative mCE" numerator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from harness.context import UnitContext
+from harness.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
+from harness.metrics import classification_metrics
+from harness.params import Param
+from harness.perturb import (
+    PERTURB_PARAMS,
+    cached_clean_metrics,
+    from_pixels,
+    perturbed_logits,
+    to_pixels,
+    unit_samples,
+)
+from harness.registry import Task, register_task
+from harness.units import WorkUnit
+from harness.workload import MODEL_PARAMS, check_model_and_data
+
+ALL_KINDS = "all"
+ALL_SEVERITIES = -1
+CIFAR_C_DATASETS = ("cifar10", "cifar100")
+#: The params a unit's corrupted images depend on: units differing only here share clean metrics.
+CORRUPTION_PARAMS = ("corruption", "severity", "cifar_c_root", "corruption_constants",
+                     "corruption_seed")
+
+PARAMS = MODEL_PARAMS + PERTURB_PARAMS + (
+    Param("corruption", str, ALL_KINDS, "CIFAR-10-C corruption kind; all: one unit per kind",
+          choices=(ALL_KINDS, *CORRUPTIONS)),
+    Param("severity", int, ALL_SEVERITIES, "severity 1..5; -1: one unit per severity",
+          choices=(ALL_SEVERITIES, *SEVERITIES)),
+    Param("cifar_c_root", str, "", "folder of the CIFAR-10-C / CIFAR-100-C .npy files; empty: "
+          "generate the corruptions on the fly"),
+    Param("corruption_constants", str, "cifar", "severity table of generated corruptions: "
+          "cifar (CIFAR-10-C) or imagenet (ImageNet-C, as the imagecorruptions package)",
+          choices=tuple(sorted(TABLES))),
+    Param("corruption_seed", int, 0, "seed of generated corruptions (with each image's index)",
+          min=0),
+)
+
+OUTPUT = pa.schema([
+    pa.field("source", pa.string()),  # generated | cifar_c_files
+    pa.field("acc", pa.float64()),
+    pa.field("nll", pa.float64()),
+    pa.field("ece", pa.float64()),
+    pa.field("clean_acc", pa.float64()),
+    pa.field("clean_nll", pa.float64()),
+    pa.field("clean_ece", pa.float64()),
+    pa.field("error_rel_clean", pa.float64()),  # (1 - acc) - (1 - clean_acc)
+    pa.field("n_samples", pa.int64()),
+])
+
+
+def _file_images(p: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n images (pixels in [0, 1]) and labels of the unit's CIFAR-C set."""
+    from harness.cifar_c import load_cifar_c
+
+    x, y = load_cifar_c(p["cifar_c_root"], p["dataset"], p["corruption"], p["severity"])
+    if len(x) < n:
+        raise ValueError(f"{p['cifar_c_root']}: {p['corruption']} severity {p['severity']} has "
+                         f"{len(x)} images, fewer than the {n} clean ones evaluated: set max_samples")
+    return x[:n], y[:n]
+
+
+def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
+    p = unit.params
+    if p["corruption"] == ALL_KINDS or p["severity"] == ALL_SEVERITIES:
+        raise ValueError("corruption 'all' / severity -1 are expanded into one unit each; a unit "
+                         "needs one corruption kind and one severity")
+    model, data, n = unit_samples(ctx, p)
+    clean = cached_clean_metrics(ctx, p, model, data, n, CORRUPTION_PARAMS)
+    if p["cifar_c_root"]:
+        source = "cifar_c_files"
+        pixels, y = _file_images(p, n)
+        logits = perturbed_logits(model, from_pixels(pixels, data), lambda x, ids: x,
+                                  p["batch_size"], ctx.device)
+    else:
+        source, y = "generated", data.y[:n]
+
+        def corrupted(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            out = corrupt(to_pixels(x, data), p["corruption"], p["severity"], image_ids=ids,
+                          seed=p["corruption_seed"], constants=p["corruption_constants"])
+            return from_pixels(out, data)
+
+        logits = perturbed_logits(model, data.x[:n], corrupted, p["batch_size"], ctx.device)
+    m = classification_metrics(logits, y, p["ece_bins"])
+    return [{"source": source, **m, "clean_acc": clean["acc"], "clean_nll": clean["nll"],
+             "clean_ece": clean["ece"], "error_rel_clean": (1 - m["acc"]) - (1 - clean["acc"]),
+             "n_samples": n}]
+
+
+def check(params: dict[str, Any]) -> list[str]:
+    errors = check_model_and_data(params)
+    if params["cifar_c_root"]:
+        if params["dataset"] not in CIFAR_C_DATASETS:
+            errors.append(f"cifar_c_root: the CIFAR-C files corrupt cifar10 / cifar100, but dataset "
+                          f"is {params['dataset']!r}: set dataset, or cifar_c_root: '' to generate")
+        if params["split"] != "test":
+            errors.append("split: CIFAR-C files corrupt the test split; set split: test")
+    return errors
+
+
+def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
+    """corruption 'all' -> every kind, severity -1 -> every severity (kinds outer, severities inner)."""
+    kinds = CORRUPTIONS if combo["corruption"] == ALL_KINDS else (combo["corruption"],)
+    levels = SEVERITIES if combo["severity"] == ALL_SEVERITIES else (combo["severity"],)
+    return [dict(combo, corruption=k, severity=s) for k in kinds for s in levels]
+
+
+register_task(Task(
+    name="corruption",
+    description="accuracy / NLL / ECE on one CIFAR-C corruption and severity, beside clean",
+    params=PARAMS,
+    output_schema=OUTPUT,
+    run=run,
+    expand=expand,
+    check=check,
+))
