@@ -1,0 +1,390 @@
+"""The paper's plots from result frames (matplotlib Figures rendered by Agg; no pyplot state).
+
+Every `plot_*` function takes the rows of one task (joined with the train rows
+by `frames.with_training` where the regime matters), returns a matplotlib
+Figure, and raises `NoData` when the rows hold nothing it could draw. Colors
+come from `style.color(model)`: one per architecture in every plot; variants
+of one architecture differ by line style. `save_figure` writes PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from harness.report import style
+from harness.report.frames import group_frames, identity_keys
+from harness.report.tables import (
+    HESSIAN_KEYS,
+    NoData,
+    _require,
+    data_size_ablation,
+    robustness_by_severity,
+)
+
+MAX_PANELS = 12
+FEATURE_KEYS = ("definition", "diagonal", "max_samples")
+
+
+def save_figure(fig: Figure, out_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """Write `name`.png and `name`.pdf under `out_dir`; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png, pdf = out / f"{name}.png", out / f"{name}.pdf"
+    fig.savefig(png, dpi=style.DPI, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight")
+    return png, pdf
+
+
+def _figure(width: float = 6.0, height: float = 4.0) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _panels(n: int, title: str, ncols: int = 3, size: tuple[float, float] = (4.2, 3.2),
+            **kw) -> tuple[Figure, list]:
+    """A figure of min(n, MAX_PANELS) panels; says in the title when some were left out."""
+    shown = min(n, MAX_PANELS)
+    cols = min(ncols, shown)
+    rows = math.ceil(shown / cols)
+    fig = _figure(size[0] * cols, size[1] * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False, **kw)).ravel()
+    for ax in axes[shown:]:
+        ax.set_visible(False)
+    fig.suptitle(title if n <= MAX_PANELS else f"{title} (first {MAX_PANELS} of {n})")
+    return fig, list(axes[:shown])
+
+
+def _styles(groups: list[tuple[str, str, pd.DataFrame]]) -> dict[str, dict]:
+    return style.variant_styles([(label, model) for label, model, _ in groups])
+
+
+def _legend(ax, n: int) -> None:
+    if n:
+        ax.legend(fontsize=7, frameon=False)
+
+
+# --------------------------------------------------------------------------- landscapes
+
+
+def _surface(grid: pd.DataFrame, loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, Z) meshes of a 2D landscape, Z shifted to min 0 (NaN where a point is missing)."""
+    _require(grid, "landscape grid", ["a", "b", loss])
+    table = grid.pivot_table(index="b", columns="a", values=loss, aggfunc="mean", dropna=False)
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        raise NoData("a 2D landscape needs at least 2 × 2 grid points")
+    z = table.to_numpy(float)
+    a, b = np.meshgrid(table.columns.to_numpy(float), table.index.to_numpy(float))
+    return a, b, z - np.nanmin(z)
+
+
+def plot_landscape_contour(grid: pd.DataFrame, loss: str = "objective", title: str = ""
+                           ) -> Figure:
+    """Contours of a 2D loss landscape around w0 (Fig. 1a, as contours), shifted to min 0."""
+    a, b, z = _surface(grid, loss)
+    fig = _figure(4.8, 4.0)
+    ax = fig.add_subplot()
+    filled = ax.contourf(a, b, np.ma.masked_invalid(z), levels=20, cmap="viridis")
+    ax.contour(a, b, np.ma.masked_invalid(z), levels=10, colors="white", linewidths=0.5)
+    fig.colorbar(filled, ax=ax, label=f"{loss} − min")
+    ax.plot([0], [0], marker="+", color="red", markersize=10)
+    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", title=title, aspect="equal")
+    return fig
+
+
+def plot_landscape_surface(grid: pd.DataFrame, loss: str = "objective", title: str = ""
+                           ) -> Figure:
+    """A 2D loss landscape as a 3D surface (Fig. 1a), shifted to min 0."""
+    a, b, z = _surface(grid, loss)
+    fig = _figure(5.0, 4.2)
+    ax = fig.add_subplot(projection="3d")
+    ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
+    ax.set(xlabel="a", ylabel="b", zlabel=f"{loss} − min", title=title)
+    return fig
+
+
+def plot_landscape_1d(groups: list[tuple[str, str, pd.DataFrame]], loss: str = "objective"
+                      ) -> Figure:
+    """1D loss curves (random direction or interpolation between checkpoints), one per
+    landscape, shifted so each curve's minimum is 0."""
+    curves = [(lab, m, g) for lab, m, g in groups if len(g) >= 2 and loss in g.columns]
+    if not curves:
+        raise NoData("no 1D landscape with at least two points")
+    styles = _styles(curves)
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for label, _, g in curves:
+        g = g.sort_values("a")
+        y = g[loss].to_numpy(float)
+        ax.plot(g["a"], y - np.nanmin(y), label=label, **styles[label], markersize=3)
+    ax.set(xlabel="a", ylabel=f"{loss} − min", title="1D loss landscapes")
+    _legend(ax, len(curves))
+    return fig
+
+
+def plot_trajectory_polar(landscape: pd.DataFrame) -> Figure:
+    """Training trajectories in polar coordinates (Fig. 1b): each snapshot's position in the
+    PCA plane of its training run, radius √(a²+b²) and angle atan2(b, a); the last snapshot
+    (the origin of the plane) sits at the center."""
+    rows = _require(landscape, "landscape", ["kind"])
+    traj = rows[rows["kind"] == "trajectory"]
+    _require(traj, "landscape trajectory (directions: pca)")
+    groups = group_frames(traj, identity_keys(traj, ("train_seed", "direction_seed")))
+    styles = _styles(groups)
+    fig = _figure(5.2, 5.0)
+    ax = fig.add_subplot(projection="polar")
+    for label, _, g in groups:
+        g = g.drop_duplicates("point").sort_values("point")
+        a, b = g["a"].to_numpy(float), g["b"].fillna(0.0).to_numpy(float)
+        st = styles[label]
+        ax.plot(np.arctan2(b, a), np.hypot(a, b), label=label, color=st["color"],
+                linestyle=st["linestyle"], marker=st["marker"], markersize=3)
+    ax.set_title("training trajectories in the PCA plane (polar)")
+    _legend(ax, len(groups))
+    return fig
+
+
+# --------------------------------------------------------------------------- Hessian
+
+
+def _hessian_groups(hessian: pd.DataFrame, quantity: str) -> list:
+    rows = _require(hessian, "hessian", ["quantity", "value"])
+    sel = rows[rows["quantity"] == quantity]
+    _require(sel, f"hessian {quantity}")
+    return group_frames(sel, identity_keys(sel, HESSIAN_KEYS, exclude=("train_seed",)))
+
+
+def plot_hessian_spectra(hessian: pd.DataFrame, bins: int = 40) -> Figure:
+    """Densities of the pooled top eigenvalues per model (Fig. 4 style, log density):
+    negative mass is non-convexity (NEP), the positive tail sharpness (APE)."""
+    groups = _hessian_groups(hessian, "eigenvalue")
+    values = np.concatenate([g["value"].to_numpy(float) for _, _, g in groups])
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(hi - lo, abs(hi), 1e-12) * 0.05
+    edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    styles = _styles(groups)
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for label, _, g in groups:
+        st = styles[label]
+        ax.hist(g["value"].to_numpy(float), bins=edges, density=True, histtype="step",
+                color=st["color"], linestyle=st["linestyle"], linewidth=1.4,
+                label=f"{label} (n={len(g)})")
+    ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.set_yscale("log")
+    ax.set(xlabel="eigenvalue λ", ylabel="density", title="Hessian top eigenvalues, pooled")
+    _legend(ax, len(groups))
+    return fig
+
+
+def plot_hessian_density(hessian: pd.DataFrame) -> Figure:
+    """SLQ spectral densities ρ(λ) of the whole Hessian spectrum, one curve per unit."""
+    groups = _hessian_groups(hessian, "density")
+    styles = _styles(groups)
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for label, _, g in groups:
+        st = styles[label]
+        for i, (_, unit) in enumerate(g.groupby("unit_id", sort=True)):
+            unit = unit.sort_values("value")
+            ax.plot(unit["value"], unit["density"].clip(lower=1e-12), color=st["color"],
+                    linestyle=st["linestyle"], linewidth=1.0, alpha=0.8,
+                    label=label if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set(xlabel="eigenvalue λ", ylabel="density ρ(λ)", title="Hessian spectral density (SLQ)")
+    _legend(ax, len(groups))
+    return fig
+
+
+# --------------------------------------------------------------------------- per depth
+
+
+def _shade_msa(ax, blocks: pd.DataFrame) -> None:
+    """Shade the depth span of every MSA block (columns depth, block_kind, n_blocks)."""
+    n = int(blocks["n_blocks"].max()) if "n_blocks" in blocks.columns else len(blocks)
+    half = 0.5 / max(n - 1, 1)
+    for depth in blocks.loc[blocks["block_kind"] == "msa", "depth"].unique():
+        ax.axvspan(depth - half, depth + half, color=style.MSA_SHADE, linewidth=0, zorder=0)
+
+
+def _per_depth(df: pd.DataFrame, value: str, title: str, ylabel: str, log: bool = False,
+               extra: Sequence[str] = FEATURE_KEYS) -> Figure:
+    """One panel per model: `value` (mean over seeds / runs) vs normalized depth, MSAs shaded."""
+    rows = _require(df, title, ["depth", "block_kind", value])
+    groups = group_frames(rows, identity_keys(rows, extra))
+    fig, axes = _panels(len(groups), title, sharey=True)
+    for ax, (label, model, g) in zip(axes, groups):
+        per = g.groupby(["block_index", "depth", "block_kind"], as_index=False)[value].mean()
+        _shade_msa(ax, g.drop_duplicates("block_index"))
+        ax.plot(per["depth"], per[value], color=style.color(model), marker="o", markersize=3)
+        ax.set(title=label, xlabel="normalized depth", ylabel=ylabel, xlim=(-0.05, 1.05))
+        ax.title.set_fontsize(8)
+        if log and (per[value] > 0).all():
+            ax.set_yscale("log")
+    return fig
+
+
+def plot_fourier_depth(fourier: pd.DataFrame) -> Figure:
+    """Δ log amplitude at the highest frequency (π) of each block's feature map vs depth,
+    MSA blocks shaded (Fig. 2a right / Fig. 8): MSAs raise it (low-pass), Convs lower it."""
+    rows = _require(fourier, "fourier", ["is_max_frequency"])
+    return _per_depth(rows[rows["is_max_frequency"].astype(bool)], "delta_log_amplitude",
+                      "Δ log amplitude at π vs depth (MSA shaded)", "Δ log amplitude")
+
+
+def plot_fourier_spectra(fourier: pd.DataFrame) -> Figure:
+    """Δ log amplitude vs frequency of every block's feature map, colored by depth
+    (Fig. 2a left): the darker the curve, the later the block."""
+    rows = _require(fourier, "fourier", ["frequency", "delta_log_amplitude", "depth"])
+    groups = group_frames(rows, identity_keys(rows, FEATURE_KEYS))
+    fig, axes = _panels(len(groups), "Δ log amplitude of feature maps vs frequency", sharey=True)
+    cmap = matplotlib.colormaps["magma_r"]
+    for ax, (label, _, g) in zip(axes, groups):
+        per = g.groupby(["block_index", "depth", "frequency"], as_index=False)[
+            "delta_log_amplitude"].mean()
+        for (_, depth), curve in per.groupby(["block_index", "depth"]):
+            ax.plot(curve["frequency"], curve["delta_log_amplitude"],
+                    color=cmap(0.15 + 0.8 * float(depth)), linewidth=1.0)
+        ax.set(title=label, xlabel="frequency (×π)", ylabel="Δ log amplitude")
+        ax.title.set_fontsize(8)
+    return fig
+
+
+def plot_featvar(featvar: pd.DataFrame) -> Figure:
+    """Feature-map variance of each block vs depth (Fig. 9), MSA blocks shaded: MSAs
+    reduce the variance, Convs and MLPs increase it."""
+    return _per_depth(featvar, "variance", "feature-map variance vs depth (MSA shaded)",
+                      "variance", log=True)
+
+
+def plot_lesion(lesion: pd.DataFrame) -> Figure:
+    """Accuracy drop when one residual block's branch is skipped, vs the block's depth
+    (MSA blocks shaded): which blocks the model relies on most."""
+    return _per_depth(lesion, "acc_drop", "accuracy drop when a block is removed (MSA shaded)",
+                      "accuracy drop", extra=("split", "max_samples"))
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def plot_robustness(corruption: pd.DataFrame) -> Figure:
+    """Accuracy (mean over corruptions) vs corruption severity per model; severity 0 is the
+    clean accuracy."""
+    table = robustness_by_severity(corruption)
+    keys = [c for c in table.columns if c not in ("severity", "acc")]
+    groups = group_frames(table, keys)
+    clean = {}
+    if "clean_acc" in corruption.columns:
+        for label, _, g in group_frames(corruption, keys):
+            clean[label] = float(g["clean_acc"].mean())
+    styles = _styles(groups)
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for label, _, g in groups:
+        x, y = list(g["severity"].astype(float)), list(g["acc"])
+        if label in clean:
+            x, y = [0.0, *x], [clean[label], *y]
+        ax.plot(x, y, label=label, **styles[label])
+    ax.set(xlabel="severity (0: clean)", ylabel="accuracy (mean over corruptions)",
+           title="robustness vs corruption severity")
+    _legend(ax, len(groups))
+    return fig
+
+
+def plot_freqnoise(freqnoise: pd.DataFrame) -> Figure:
+    """Accuracy drop vs the center frequency of band-limited noise (Fig. 2b): ViTs are
+    hurt most by low-frequency noise, ResNets by high-frequency noise."""
+    rows = _require(freqnoise, "freqnoise", ["frequency", "acc_drop"])
+    groups = group_frames(rows, identity_keys(rows, ("noise_norm", "bandwidth")))
+    styles = _styles(groups)
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    for label, _, g in groups:
+        per = g.groupby("frequency", as_index=False)["acc_drop"].mean()
+        ax.plot(per["frequency"], per["acc_drop"], label=label, **styles[label])
+    ax.set(xlabel="noise frequency (×π)", ylabel="accuracy drop",
+           title="robustness to frequency-band noise")
+    _legend(ax, len(groups))
+    return fig
+
+
+# --------------------------------------------------------------------------- calibration, data
+
+
+def plot_reliability(evaluate: pd.DataFrame) -> Figure:
+    """Reliability diagrams: accuracy per confidence bin (bars, samples pooled over seeds)
+    against the diagonal of perfect calibration."""
+    rows = _require(evaluate, "evaluate", ["quantity"])
+    rel = rows[rows["quantity"] == "reliability"]
+    _require(rel, "evaluate reliability", ["bin_lower", "bin_upper", "bin_count",
+                                           "bin_accuracy", "bin_confidence"])
+    groups = group_frames(rel, identity_keys(rel))
+    fig, axes = _panels(len(groups), "reliability diagrams", sharey=True)
+    for ax, (label, model, g) in zip(axes, groups):
+        g = g.assign(hits=g["bin_accuracy"].fillna(0) * g["bin_count"],
+                     conf=g["bin_confidence"].fillna(0) * g["bin_count"])
+        per = g.groupby(["bin_lower", "bin_upper"], as_index=False)[
+            ["bin_count", "hits", "conf"]].sum()
+        full = per[per["bin_count"] > 0]
+        width = (per["bin_upper"] - per["bin_lower"]).to_numpy(float)
+        ax.bar(per["bin_lower"], (per["hits"] / per["bin_count"].where(
+            per["bin_count"] > 0)).fillna(0), width=width, align="edge",
+            color=style.color(model), edgecolor="black", linewidth=0.5, label="accuracy")
+        ax.plot(full["conf"] / full["bin_count"], full["hits"] / full["bin_count"], "k.",
+                markersize=4, label="(confidence, accuracy)")
+        ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8)
+        ax.set(title=label, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax.title.set_fontsize(8)
+    return fig
+
+
+def plot_data_size(df: pd.DataFrame, metric: str = "acc") -> Figure:
+    """`metric` vs training data fraction per architecture (data-size regimes); `df` as for
+    `tables.data_size_ablation`."""
+    table = data_size_ablation(df, metric)
+    fractions = [c for c in table.columns if _is_number(c)]
+    keys = [c for c in table.columns if c not in fractions]
+    groups = group_frames(table, keys)
+    styles = _styles(groups)
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    x = np.array([float(c) for c in fractions])
+    for label, _, g in groups:
+        ax.plot(x, g[fractions].iloc[0].to_numpy(float), label=label, **styles[label])
+    ax.set_xscale("log")
+    ax.set(xlabel="training data fraction", ylabel=metric, title=f"{metric} vs data size")
+    _legend(ax, len(groups))
+    return fig
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def plot_training(train: pd.DataFrame) -> Figure:
+    """Training loss and test accuracy per epoch for each training run's model (mean over
+    seeds)."""
+    rows = _require(train, "train", ["epoch", "train_loss"])
+    groups = group_frames(rows, identity_keys(rows, exclude=("epoch", "weights")))
+    styles = _styles(groups)
+    fig = _figure(9.0, 3.6)
+    left, right = fig.subplots(1, 2)
+    for label, _, g in groups:
+        per = g.groupby("epoch", as_index=False)[["train_loss", "test_acc"]].mean()
+        left.plot(per["epoch"], per["train_loss"], label=label, **styles[label], markersize=2)
+        tested = per[per["test_acc"].notna()]
+        right.plot(tested["epoch"], tested["test_acc"], label=label, **styles[label])
+    left.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy at checkpoints")
+    _legend(left, len(groups))
+    return fig
+
