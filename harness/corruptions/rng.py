@@ -82,6 +82,16 @@ class ImageRNG:
         h = hash32(h ^ kb.unsqueeze(1))
         return h.reshape(self.n, *shape)
 
+    def bits_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
+        """`bits(stream, shape).reshape(N, -1)[rows, elems]` without drawing the rest."""
+        ka, kb = self._keys(stream)
+        h = hash32((elems + ka[rows]) & _MASK)
+        return hash32(h ^ kb[rows])
+
+    def uniform_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`uniform(stream, shape).reshape(N, -1)[rows, elems]`."""
+        return ((self.bits_at(stream, rows, elems) >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
+
     def uniform(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) uniform on the open interval (0, 1), 24-bit resolution."""
         b = self.bits(stream, shape) >> 8

@@ -9,7 +9,7 @@ sizes given as fractions are multiplied by the image side at run time.
 
 from __future__ import annotations
 
-__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "IMAGENET_C", "TABLES"]
+__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "FROST_STYLES", "IMAGENET_C", "TABLES"]
 
 #: The 15 corruptions in CIFAR-10-C order.
 CORRUPTIONS: tuple[str, ...] = (
@@ -40,7 +40,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "motion_blur": ("radius", "sigma"),
     "zoom_blur": ("zoom_start", "zoom_stop", "zoom_step"),
     "snow": ("loc", "scale", "zoom", "threshold", "blur_radius", "blur_sigma", "image_weight"),
-    "frost": ("image_weight", "frost_weight"),
+    "frost": ("image_weight", "frost_weight", "photo_px_per_px"),
     "fog": ("strength", "wibble_decay"),
     "brightness": ("value_shift",),
     "contrast": ("factor",),
@@ -68,7 +68,8 @@ CIFAR_C: dict[str, tuple[tuple, ...]] = {
         (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
         (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
     ),
-    "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
+    # make_cifar_c shrinks the frost photos 5x before cropping
+    "frost": ((1, 0.2, 5.0), (1, 0.3, 5.0), (0.9, 0.4, 5.0), (0.85, 0.4, 5.0), (0.75, 0.45, 5.0)),
     "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
     "brightness": ((0.05,), (0.1,), (0.15,), (0.2,), (0.3,)),
     "contrast": ((0.75,), (0.5,), (0.4,), (0.3,), (0.15,)),
@@ -101,7 +102,8 @@ IMAGENET_C: dict[str, tuple[tuple, ...]] = {
         (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
         (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
     ),
-    "frost": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+    # imagecorruptions enlarges the photos 1.1x (for images smaller than them)
+    "frost": tuple((a, b, 1 / 1.1) for a, b in ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))),
     "fog": ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
     "brightness": ((0.1,), (0.2,), (0.3,), (0.4,), (0.5,)),
     "contrast": ((0.4,), (0.3,), (0.2,), (0.1,), (0.05,)),
@@ -113,3 +115,16 @@ IMAGENET_C: dict[str, tuple[tuple, ...]] = {
 }
 
 TABLES: dict[str, dict[str, tuple[tuple, ...]]] = {"cifar": CIFAR_C, "imagenet": IMAGENET_C}
+
+#: Per-channel RGB mean and std (0..255) of the frost photos the originals
+#: blend in (frost1.png .. frost5.jpg of ImageNet-C; `np.random.randint(5)`
+#: never picks frost6, and frost2 and frost3 are the same picture), measured
+#: here on the copies shipped with imagecorruptions 1.1.2. The procedural frost
+#: layer draws one style per image and matches these moments.
+FROST_STYLES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((77.7, 149.1, 165.7), (26.9, 16.5, 15.3)),
+    ((200.8, 205.4, 214.5), (21.4, 22.1, 22.6)),
+    ((200.8, 205.4, 214.5), (21.4, 22.1, 22.6)),
+    ((137.6, 152.8, 165.2), (28.5, 28.5, 29.9)),
+    ((112.4, 123.4, 134.8), (44.4, 43.3, 41.7)),
+)

@@ -1,0 +1,144 @@
+"""Batched image operators shared by the corruptions (filters, resampling, color).
+
+Each mirrors the library call of the originals it replaces (scipy/skimage
+gaussian filters, OpenCV filter2D, scipy zoom, PIL resize, ImageMagick motion
+blur) with the same border handling, so the constants of the tables mean the
+same thing here.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "border_index",
+    "filter_separable",
+    "gaussian_filter",
+    "gaussian_kernel1d",
+    "motion_blur",
+    "rgb_to_gray",
+    "zoom_matrix",
+]
+
+
+def border_index(n: int, lo: int, hi: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Indices of positions -lo .. n-1+hi mapped into [0, n) by a border mode.
+
+    mode: 'nearest' (edge replicate), 'reflect' (scipy: d c b a | a b c d),
+    'mirror' (scipy mirror = OpenCV REFLECT_101: d c b | a b c d).
+    """
+    i = torch.arange(-lo, n + hi, device=device)
+    if mode == "nearest":
+        return i.clamp(0, n - 1)
+    if n == 1:
+        return torch.zeros_like(i)
+    if mode == "reflect":
+        period = 2 * n
+        i = torch.remainder(i, period)
+        return torch.where(i >= n, period - 1 - i, i)
+    if mode == "mirror":
+        period = 2 * n - 2
+        i = torch.remainder(i, period)
+        return torch.where(i >= n, period - i, i)
+    raise ValueError(f"border mode {mode!r}: expected 'nearest', 'reflect' or 'mirror'")
+
+
+def filter_separable(x: torch.Tensor, kh: torch.Tensor, kw: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlate the last two dims of x (..., H, W) with kh (rows) then kw (columns)."""
+    shape = x.shape
+    h, w = shape[-2:]
+    y = x.reshape(-1, 1, h, w)
+    rh, rw = (kh.numel() - 1) // 2, (kw.numel() - 1) // 2
+    if rh:
+        y = y.index_select(2, border_index(h, rh, rh, mode, x.device))
+        y = F.conv2d(y, kh.to(x.dtype).view(1, 1, -1, 1))
+    if rw:
+        y = y.index_select(3, border_index(w, rw, rw, mode, x.device))
+        y = F.conv2d(y, kw.to(x.dtype).view(1, 1, 1, -1))
+    return y.reshape(shape)
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage's gaussian weights: radius int(truncate * sigma + 0.5), normalized."""
+    radius = int(truncate * float(sigma) + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, *, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter over the last two dims (skimage.filters.gaussian's defaults)."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel1d(sigma, truncate).to(x.device)
+    return filter_separable(x, k, k, mode)
+
+
+@functools.lru_cache(maxsize=64)
+def _zoom_matrix_np(n: int, zoom: float, centered: bool) -> np.ndarray:
+    ch = int(math.ceil(n / zoom))
+    top = (n - ch) // 2
+    out = int(round(ch * zoom))
+    trim = (out - n) // 2 if centered else 0
+    a = np.zeros((n, n))
+    for i in range(n):
+        j = i + trim
+        src = top + (j * (ch - 1) / (out - 1) if out > 1 else 0.0)
+        f = math.floor(src)
+        frac = src - f
+        a[i, min(f, n - 1)] += 1.0 - frac
+        if frac > 0:
+            a[i, min(f + 1, n - 1)] += frac
+    return a
+
+
+def zoom_matrix(n: int, zoom: float, device: torch.device, dtype: torch.dtype, centered: bool = True) -> torch.Tensor:
+    """(n, n) matrix of make_cifar_c's `clipped_zoom` along one axis.
+
+    The central ceil(n / zoom) pixels are zoomed by scipy.ndimage.zoom(order=1)
+    (grid_mode=False: output j samples input j * (in - 1) / (out - 1)) and the
+    central n kept (imagecorruptions keeps the first n: `centered=False`).
+    """
+    return torch.as_tensor(_zoom_matrix_np(n, float(zoom), centered), dtype=dtype, device=device)
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV COLOR_RGB2GRAY (ITU-R 601 luma): (N, 3, H, W) -> (N, 1, H, W)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * w.view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's MotionBlurImage, batched, one angle per image (imagecorruptions' port).
+
+    Kernel width 2 * ceil(radius) + 1, weights exp(-i^2 / 2 sigma^2) normalized
+    over the width; tap i samples the image at offset ceil(i * (cos a, sin a) -
+    0.5) (x, y) with edge-replicated borders. Taps whose offset leaves the image
+    are dropped without renormalizing (as imagecorruptions does).
+    x: (N, C, H, W); angle_deg: (N,).
+    """
+    n, c, h, w = x.shape
+    width = int(2 * math.ceil(radius) + 1)
+    i = torch.arange(width, dtype=torch.float64)
+    k = torch.exp(-(i**2) / (2 * sigma * sigma))
+    k = (k / k.sum()).to(x.dtype)
+    a = torch.deg2rad(angle_deg.to(torch.float64))
+    iv = i.to(x.device).unsqueeze(0)
+    oy = torch.ceil(iv * torch.sin(a).unsqueeze(1) - 0.5).to(torch.int64)  # (N, width)
+    ox = torch.ceil(iv * torch.cos(a).unsqueeze(1) - 0.5).to(torch.int64)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
+    for t in range(width):
+        inside = ((oy[:, t].abs() < h) & (ox[:, t].abs() < w)).to(x.dtype)
+        yy = (ys + oy[:, t].view(n, 1, 1)).clamp(0, h - 1)
+        xx = (xs + ox[:, t].view(n, 1, 1)).clamp(0, w - 1)
+        idx = (yy * w + xx).reshape(n, 1, h * w).expand(n, c, h * w)
+        out += (k[t] * inside).view(n, 1, 1) * flat.gather(2, idx)
+    return out.reshape(n, c, h, w)
