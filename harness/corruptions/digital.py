@@ -60,7 +60,7 @@ def elastic_transform(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Te
     assume square images). cv2's 1/32-pixel fixed-point warp is not modelled.
     """
     amplitude, sigma, affine = (float(p) * x.shape[-2] for p in params)
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     dev, f64 = x.device, torch.float64
     ys = torch.arange(h, device=dev, dtype=f64).view(1, h, 1).expand(n, h, w)
     xs = torch.arange(w, device=dev, dtype=f64).view(1, 1, w).expand(n, h, w)
@@ -121,7 +121,7 @@ def pixelate(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     that rounding is reproduced after each pass.
     """
     scale, up = params
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     sh, sw = int(h * scale), int(w * scale)
     dh = pil_resize_matrix(h, sh, "box", x.device, x.dtype)
     dw = pil_resize_matrix(w, sw, "box", x.device, x.dtype)
@@ -217,7 +217,7 @@ def jpeg_compression(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Ten
     few values differ from PIL's output by a level or two.
     """
     (quality,) = params
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     v = torch.round(x.to(torch.float64) * 255.0)
     r, g, b = v[:, 0], v[:, 1], v[:, 2]
     y = torch.round(0.299 * r + 0.587 * g + 0.114 * b)

@@ -81,9 +81,9 @@ def gaussian_filter(x: torch.Tensor, sigma: float, *, mode: str = "nearest", tru
 
 @functools.lru_cache(maxsize=64)
 def _zoom_matrix_np(n: int, zoom: float, centered: bool) -> np.ndarray:
-    ch = int(math.ceil(n / zoom))
+    ch = math.ceil(n / zoom)
     top = (n - ch) // 2
-    out = int(round(ch * zoom))
+    out = round(ch * zoom)
     trim = (out - n) // 2 if centered else 0
     a = np.zeros((n, n))
     for i in range(n):

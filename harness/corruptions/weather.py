@@ -27,7 +27,7 @@ def snow(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     rotation are added.
     """
     loc, scale, zoom, threshold, radius, sigma, weight = params
-    n, _, h, w = x.shape
+    h, w = x.shape[-2:]
     layer = loc + scale * rng.normal(0, (1, h, w), x.dtype)
     layer = ops.zoom_matrix(h, zoom, x.device, x.dtype) @ layer @ ops.zoom_matrix(w, zoom, x.device, x.dtype).T
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
