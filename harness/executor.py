@@ -3,26 +3,41 @@
 Both report each unit's Outcome to the same bookkeeping and progress bar, and
 both leave the store as the only record of what finished: resuming a sweep
 never depends on executor state.
+
+Retry policy, the same in both executors (`attempt` counts every run of a unit):
+* a unit that raises (out-of-memory errors included) or runs past
+  `unit_timeout` is re-run up to `retry_failures` times (default 0: errors are
+  usually deterministic, and re-running the sweep retries them anyway);
+* a unit whose worker died (Ray only) is re-run up to `max_retries` times.
+Every failed attempt overwrites the unit's `_failures` record; success deletes it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from harness.progress import Progress
-from harness.runner import Outcome, UnitRunner
+from harness.runner import Outcome, UnitRunner, UnitTimeout, driver_meta, record_failure
 from harness.units import WorkUnit
 
 
 @dataclass
 class RunConfig:
-    """How to run a sweep; the executor section of a spec, overridden by CLI flags."""
+    """How to run a sweep; the executor section of a spec, overridden by CLI flags.
+
+    unit_timeout: seconds a unit may run before it is stopped (0: no limit).
+    max_batch: most units sent to an actor in one call; batches shrink to one
+        unit when units are long, so long units still spread over the workers.
+    """
 
     kind: str = "ray"
     workers: int = 0
@@ -31,6 +46,9 @@ class RunConfig:
     max_retries: int = 2
     max_inflight: int = 2
     device: str = "auto"
+    retry_failures: int = 0
+    unit_timeout: float = 0.0
+    max_batch: int = 64
     address: str | None = None
 
 
@@ -39,8 +57,11 @@ class RunSummary:
     total: int = 0
     done: int = 0
     failed: int = 0
+    retried: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    #: seconds until every worker was up (Ray) — what a dispatch rate should exclude
+    ready_s: float = 0.0
     nodes: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -55,6 +76,11 @@ def local_device(choice: str) -> str:
     if choice == "cuda" and not torch.cuda.is_available():
         raise ExecutorError("device=cuda requested but torch sees no CUDA device; use device=cpu")
     return choice
+
+
+def retry_failed(outcome: Outcome, attempt: int, config: RunConfig) -> bool:
+    """Whether a unit that raised or timed out on `attempt` runs again."""
+    return not outcome.ok and attempt <= config.retry_failures
 
 
 def run_units(units: list[WorkUnit], results_root: str, config: RunConfig,
@@ -79,11 +105,11 @@ def run_units(units: list[WorkUnit], results_root: str, config: RunConfig,
 
     try:
         if config.kind == "local":
-            _run_local(units, results_root, config, on_outcome)
+            _run_local(units, results_root, config, on_outcome, summary)
         elif config.kind == "ray":
             from harness.ray_pool import run_on_ray
 
-            run_on_ray(units, results_root, config, on_outcome)
+            run_on_ray(units, results_root, config, on_outcome, summary)
         else:
             raise ExecutorError(f"unknown executor {config.kind!r}; allowed: local, ray")
     except KeyboardInterrupt:
@@ -95,9 +121,45 @@ def run_units(units: list[WorkUnit], results_root: str, config: RunConfig,
     return summary
 
 
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise UnitTimeout in this (main) thread after `seconds`; 0 means no limit."""
+    if seconds <= 0:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise ExecutorError("unit_timeout with the local executor needs the main thread; "
+                            "use the ray executor")
+
+    def expire(signum: int, frame: object) -> None:
+        raise UnitTimeout(f"unit ran past unit_timeout={seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _run_local(units: list[WorkUnit], results_root: str, config: RunConfig,
-               on_outcome: Callable[[Outcome], None]) -> None:
+               on_outcome: Callable[[Outcome], None], summary: RunSummary) -> None:
+    """In-process loop; a timeout interrupts the unit's Python code (C calls finish first)."""
     runner = UnitRunner(results_root, device=local_device(config.device),
                         node_id=f"local:{os.uname().nodename}")
-    for unit in units:
-        on_outcome(runner.run(unit))
+    queue = deque((u, 1) for u in units)
+    while queue:
+        unit, attempt = queue.popleft()
+        try:
+            with _alarm(config.unit_timeout):
+                outcome = runner.run(unit, attempt)
+        except UnitTimeout as exc:  # fired outside the unit's own try block
+            record_failure(runner.store, unit, exc, "", driver_meta(attempt))
+            outcome = Outcome(unit.unit_id, False, error=str(exc), node_id=runner.node_id,
+                              error_type="UnitTimeout")
+        if retry_failed(outcome, attempt, config):
+            summary.retried += 1
+            queue.append((unit, attempt + 1))
+            continue
+        on_outcome(outcome)

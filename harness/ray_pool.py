@@ -1,10 +1,20 @@
 """A pool of long-lived Ray worker actors driven by one `ray.wait` loop.
 
 Why not `ray.util.ActorPool`: it loses track of which unit a dead actor was
-running and shrinks as actors die. Here every pending ObjectRef maps to its
-unit, a unit whose actor died is re-queued (up to `max_retries`) on a fresh
-actor that replaces the dead one, and each actor has at most `max_inflight`
-units queued so that work spreads evenly and a lost actor loses little.
+running and shrinks as actors die. Here each actor gets batches of units in a
+streaming call that yields one Outcome per unit as it finishes, so the driver
+always knows which unit an actor is running and since when:
+* a unit whose actor died is re-queued (up to `max_retries`) on a fresh actor
+  that replaces the dead one; the units queued behind it never ran and go back
+  to the queue as they were;
+* a unit running past `unit_timeout` gets its actor killed and replaced, is
+  recorded in `_failures` as `UnitTimeout` and retried per `retry_failures`;
+* batches are sized from the measured unit time (about `TARGET_BATCH_S` of
+  work, at most `max_batch` units, never more than an even share of what is
+  left), so no-op units cost one actor call per batch while long units go one
+  at a time; each actor has at most `max_inflight` batches queued.
+A unit's own exception never escapes its batch: the runner records it and the
+batch goes on.
 """
 
 from __future__ import annotations
@@ -12,23 +22,46 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import deque
-from dataclasses import asdict
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from harness.executor import ExecutorError, RunConfig
-from harness.runner import Outcome, driver_meta, record_failure
+from harness.executor import ExecutorError, RunConfig, RunSummary, retry_failed
+from harness.runner import Outcome, UnitTimeout, driver_meta, record_failure
 from harness.store import Store
 from harness.units import WorkUnit
 
 log = logging.getLogger("harness.ray")
 
+#: Work per actor call the batch size aims at: ≫ the ~1 ms a call costs, ≪ a unit timeout.
+TARGET_BATCH_S = 0.1
+
 
 class SecurityError(ExecutorError):
     """Refusing to run Ray without token authentication."""
+
+
+def cap_gpu_memory(num_gpus: float, cuda: Any = None) -> float | None:
+    """Cap this process to `num_gpus` of each visible GPU's memory when it holds a fraction.
+
+    Ray's fractional `num_gpus` only schedules; without a cap, workers that
+    share a GPU can take each other's memory. Must run before the first CUDA
+    allocation. Returns the fraction applied, None when there is nothing to cap.
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not 0 < num_gpus < 1 or not cuda.is_available():
+        return None
+    for device in range(cuda.device_count()):
+        cuda.set_per_process_memory_fraction(num_gpus, device)
+    return num_gpus
 
 
 class Worker:
@@ -45,9 +78,8 @@ class Worker:
 
         torch.set_num_threads(max(1, int(num_cpus)))
         use_cuda = num_gpus > 0 and torch.cuda.is_available()
-        if use_cuda and num_gpus < 1:
-            # A fractional GPU is only a scheduling label in Ray: cap memory here.
-            torch.cuda.set_per_process_memory_fraction(num_gpus)
+        if use_cuda:
+            cap_gpu_memory(num_gpus)
         load_tasks()
         node_id = ray.get_runtime_context().get_node_id()
         self.runner = UnitRunner(results_root, device="cuda" if use_cuda else "cpu",
@@ -56,8 +88,11 @@ class Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, unit: dict[str, Any], attempt: int) -> dict[str, Any]:
-        return asdict(self.runner.run(WorkUnit.from_dict(unit), attempt))
+    def run_batch(self, units: list[dict[str, Any]],
+                  attempts: list[int]) -> Iterator[dict[str, Any]]:
+        """Run units in order, yielding each one's Outcome as soon as it is written."""
+        for unit, attempt in zip(units, attempts):
+            yield asdict(self.runner.run(WorkUnit.from_dict(unit), attempt))
 
 
 def ensure_ray(config: RunConfig) -> bool:
@@ -91,61 +126,217 @@ def default_workers(config: RunConfig) -> int:
     return max(1, int(resources.get("CPU", 1) / config.num_cpus))
 
 
+@dataclass
+class _Batch:
+    units: list[tuple[WorkUnit, int]]
+    stream: Any                     # ObjectRefGenerator of the actor call
+    next: int = 0                   # index of the unit running now
+    started: float | None = None    # when that unit started, as seen by the driver
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    ready: Any                      # ObjectRef of the actor's first call; None once it answered
+    batches: deque[_Batch] = field(default_factory=deque)
+
+
+class _Pool:
+    """The driver's state: a queue of (unit, attempt), slots of actors and their batches."""
+
+    def __init__(self, units: list[WorkUnit], results_root: str, config: RunConfig,
+                 on_outcome: Callable[[Outcome], None], summary: RunSummary) -> None:
+        self.config = config
+        self.on_outcome = on_outcome
+        self.summary = summary
+        self.store = Store(results_root)
+        self.queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
+        self.remote = ray.remote(Worker).options(
+            num_cpus=config.num_cpus, num_gpus=config.num_gpus, max_concurrency=1,
+            max_restarts=0, max_task_retries=0)
+        self.results_root = results_root
+        n_workers = min(config.workers or default_workers(config), max(len(units), 1))
+        self.slots = [self._spawn() for _ in range(n_workers)]
+        self.unit_s: float | None = None  # running mean of a unit's wall time
+        self.deaths_since_success = 0
+        self.started = time.perf_counter()
+
+    def _spawn(self) -> _Slot:
+        actor = self.remote.remote(self.results_root, self.config.num_gpus, self.config.num_cpus)
+        return _Slot(actor, actor.pid.remote())
+
+    # -- dispatch ------------------------------------------------------------
+    def batch_size(self) -> int:
+        if self.config.max_batch <= 1 or self.unit_s is None:
+            return 1
+        size = min(self.config.max_batch, max(1, int(TARGET_BATCH_S / max(self.unit_s, 1e-6))))
+        share = math.ceil(len(self.queue) / (len(self.slots) * self.config.max_inflight))
+        return max(1, min(size, share))
+
+    def fill(self) -> None:
+        now = time.perf_counter()
+        for slot in self.slots:
+            while self.queue and len(slot.batches) < self.config.max_inflight:
+                n = self.batch_size()
+                units = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+                stream = slot.actor.run_batch.options(num_returns="streaming").remote(
+                    [u.to_dict() for u, _ in units], [a for _, a in units])
+                batch = _Batch(units, stream)
+                if not slot.batches and slot.ready is None:
+                    batch.started = now
+                slot.batches.append(batch)
+
+    # -- events --------------------------------------------------------------
+    def step(self) -> None:
+        waitables: dict[Any, _Slot] = {}
+        for slot in self.slots:
+            if slot.ready is not None:
+                waitables[slot.ready] = slot
+            elif slot.batches:
+                waitables[slot.batches[0].stream] = slot
+        ready, _ = ray.wait(list(waitables), num_returns=1, timeout=self._wait_s())
+        for item in ready:
+            slot = waitables[item]
+            if item is slot.ready:
+                self._on_ready(slot)
+            else:
+                self._on_stream(slot)
+        self._check_timeouts()
+
+    def _wait_s(self) -> float:
+        wait = 1.0
+        if self.config.unit_timeout > 0:
+            now = time.perf_counter()
+            for slot in self.slots:
+                if slot.batches and slot.batches[0].started is not None:
+                    left = slot.batches[0].started + self.config.unit_timeout - now
+                    wait = min(wait, max(left, 0.0) + 0.01)
+        return wait
+
+    def _on_ready(self, slot: _Slot) -> None:
+        try:
+            ray.get(slot.ready)
+        except RayActorError as exc:
+            self._replace(slot, exc, charge=False)
+            return
+        slot.ready = None
+        if slot.batches:
+            slot.batches[0].started = time.perf_counter()
+        if all(s.ready is None for s in self.slots) and not self.summary.ready_s:
+            self.summary.ready_s = time.perf_counter() - self.started
+
+    def _on_stream(self, slot: _Slot) -> None:
+        batch = slot.batches[0]
+        unit, attempt = batch.units[batch.next]
+        try:
+            result = Outcome(**ray.get(next(batch.stream)))
+        except StopIteration:  # cannot happen before the last unit; be safe
+            self._advance(slot, finished=True)
+            return
+        except RayActorError as exc:
+            self._replace(slot, exc, charge=True)
+            return
+        except RayTaskError as exc:  # an error outside the unit's own try block
+            record_failure(self.store, unit, exc, str(exc), driver_meta(attempt))
+            result = Outcome(unit.unit_id, False, error=str(exc).splitlines()[0],
+                             error_type="RayTaskError")
+            batch.next += 1
+            self._requeue(batch.units[batch.next:])
+            self._advance(slot, finished=True)
+            self._settle(unit, attempt, result)
+            return
+        self.deaths_since_success = 0
+        self.unit_s = result.seconds if self.unit_s is None else (
+            0.8 * self.unit_s + 0.2 * result.seconds)
+        batch.next += 1
+        self._advance(slot, finished=batch.next == len(batch.units))
+        self._settle(unit, attempt, result)
+
+    def _advance(self, slot: _Slot, finished: bool) -> None:
+        now = time.perf_counter()
+        if finished:
+            slot.batches.popleft()
+        if slot.batches:
+            slot.batches[0].started = now
+
+    def _settle(self, unit: WorkUnit, attempt: int, result: Outcome) -> None:
+        if retry_failed(result, attempt, self.config):
+            self.summary.retried += 1
+            self.queue.append((unit, attempt + 1))
+        else:
+            self.on_outcome(result)
+
+    def _requeue(self, units: list[tuple[WorkUnit, int]]) -> None:
+        """Units that never started go back to the front, in order, as they were."""
+        self.queue.extendleft(reversed(units))
+
+    def _replace(self, slot: _Slot, exc: Exception, charge: bool) -> None:
+        """The slot's actor died: charge its running unit, re-queue the rest, start a new one."""
+        self.deaths_since_success += 1
+        if self.deaths_since_success > 2 * len(self.slots) + 2 * self.config.max_retries + 2:
+            raise ExecutorError(
+                f"worker actors keep dying without finishing a unit (last: {exc}); "
+                "see the Ray logs under /tmp/ray/session_latest/logs") from exc
+        log.warning("a worker died (%s); replacing it", type(exc).__name__)
+        waiting = [u for b in slot.batches for u in b.units[b.next:]]
+        if charge and waiting:
+            (unit, attempt), waiting = waiting[0], waiting[1:]
+            if attempt <= self.config.max_retries:
+                self.summary.retried += 1
+                self.queue.appendleft((unit, attempt + 1))
+            else:
+                message = f"worker died on each of {attempt} attempts: {exc}"
+                record_failure(self.store, unit, message, "", driver_meta(attempt))
+                self.on_outcome(Outcome(unit.unit_id, False, error=message,
+                                        error_type="WorkerLost"))
+        self._requeue(waiting)
+        self._restart(slot)
+
+    def _restart(self, slot: _Slot) -> None:
+        ray.kill(slot.actor)
+        fresh = self._spawn()
+        slot.actor, slot.ready, slot.batches = fresh.actor, fresh.ready, deque()
+
+    def _check_timeouts(self) -> None:
+        limit = self.config.unit_timeout
+        if limit <= 0:
+            return
+        now = time.perf_counter()
+        for slot in self.slots:
+            if not slot.batches or slot.batches[0].started is None:
+                continue
+            batch = slot.batches[0]
+            if now - batch.started <= limit:
+                continue
+            unit, attempt = batch.units[batch.next]
+            exc = UnitTimeout(f"unit ran past unit_timeout={limit:g}s; its worker was replaced")
+            log.warning("unit %s ran past %gs; replacing its worker", unit.unit_id, limit)
+            record_failure(self.store, unit, exc, "", driver_meta(attempt))
+            self._requeue([u for b in slot.batches for u in b.units[b.next:]][1:])
+            self._restart(slot)
+            self._settle(unit, attempt, Outcome(unit.unit_id, False, error=str(exc),
+                                                error_type="UnitTimeout"))
+
+    def run(self) -> None:
+        while self.queue or any(s.batches for s in self.slots):
+            self.fill()
+            self.step()
+
+    def close(self) -> None:
+        for slot in self.slots:
+            ray.kill(slot.actor)
+
+
 def run_on_ray(units: list[WorkUnit], results_root: str, config: RunConfig,
-               on_outcome: Callable[[Outcome], None]) -> None:
+               on_outcome: Callable[[Outcome], None], summary: RunSummary | None = None) -> None:
     """Run units on a pool of actors; returns when every unit has an outcome."""
     started_here = ensure_ray(config)
-    store = Store(results_root)
-    n_workers = config.workers or default_workers(config)
-    remote_worker = ray.remote(Worker).options(
-        num_cpus=config.num_cpus, num_gpus=config.num_gpus, max_concurrency=1,
-        max_restarts=0, max_task_retries=0)
-
-    def spawn() -> Any:
-        return remote_worker.remote(results_root, config.num_gpus, config.num_cpus)
-
-    slots = [spawn() for _ in range(min(n_workers, max(len(units), 1)))]
-    queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
-    inflight: dict[Any, tuple[WorkUnit, int, int, Any]] = {}
-    load = [0] * len(slots)
-    deaths_since_success = 0
+    pool = None
     try:
-        while queue or inflight:
-            for i, actor in enumerate(slots):
-                while queue and load[i] < config.max_inflight:
-                    unit, attempt = queue.popleft()
-                    ref = actor.run.remote(unit.to_dict(), attempt)
-                    inflight[ref] = (unit, attempt, i, actor)
-                    load[i] += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                unit, attempt, slot, actor = inflight.pop(ref)
-                load[slot] -= 1
-                try:
-                    result = Outcome(**ray.get(ref))
-                except RayActorError as exc:
-                    deaths_since_success += 1
-                    if deaths_since_success > 2 * len(slots) + 2 * config.max_retries + 2:
-                        raise ExecutorError(
-                            f"worker actors keep dying without finishing a unit (last: {exc}); "
-                            "see the Ray logs under /tmp/ray/session_latest/logs") from exc
-                    if slots[slot] is actor:
-                        log.warning("worker %d died (%s); replacing it", slot, type(exc).__name__)
-                        slots[slot] = spawn()
-                    if attempt <= config.max_retries:
-                        queue.appendleft((unit, attempt + 1))
-                        continue
-                    message = f"worker died on each of {attempt} attempts: {exc}"
-                    record_failure(store, unit, message, "", driver_meta(attempt))
-                    result = Outcome(unit.unit_id, False, error=message)
-                except RayTaskError as exc:  # an error outside the unit's own try block
-                    record_failure(store, unit, exc, str(exc), driver_meta(attempt))
-                    result = Outcome(unit.unit_id, False, error=str(exc).splitlines()[0])
-                else:
-                    deaths_since_success = 0
-                on_outcome(result)
+        pool = _Pool(units, results_root, config, on_outcome, summary or RunSummary())
+        pool.run()
     finally:
-        for actor in slots:
-            ray.kill(actor)
+        if pool is not None:
+            pool.close()
         if started_here:
             ray.shutdown()

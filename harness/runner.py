@@ -3,12 +3,15 @@
 Both executors call `UnitRunner.run`, so a unit behaves the same whether it
 runs locally or on a Ray actor: it computes its rows, writes its own file and
 returns only small metadata. A unit that raises is recorded in `_failures`
-with its traceback and the sweep goes on.
+with its traceback and the sweep goes on; after an out-of-memory error the
+worker also drops its cache (models, data) and CUDA's cached blocks, so a retry
+starts from a clean slate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import socket
 import time
 import traceback
@@ -26,10 +29,21 @@ from harness.schema import FAILURE_SCHEMA, build_table, common_values
 from harness.store import Store
 from harness.units import WorkUnit
 
+#: Exceptions that mean "out of memory" rather than a bug in the unit.
+OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+
+
+class UnitTimeout(Exception):
+    """A unit ran past the executor's `unit_timeout` and was stopped."""
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker reports back: never rows, only where they went."""
+    """What a worker reports back: never rows, only where they went.
+
+    seconds: the unit's wall time where it ran, writing included (the Ray pool
+    sizes its batches from it).
+    """
 
     unit_id: str
     ok: bool
@@ -37,6 +51,8 @@ class Outcome:
     path: str = ""
     error: str = ""
     node_id: str = ""
+    error_type: str = ""
+    seconds: float = 0.0
 
 
 class UnitRunner:
@@ -57,7 +73,7 @@ class UnitRunner:
             "device": str(self.device),
             "attempt": attempt,
             "duration_s": time.perf_counter() - started,
-            "finished_at": dt.datetime.now(dt.timezone.utc),
+            "finished_at": dt.datetime.now(dt.UTC),
             "harness_version": __version__,
         }
 
@@ -73,12 +89,24 @@ class UnitRunner:
             table = build_table(task, unit, rows, self._meta(started, attempt))
             path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
             self.store.clear_failure(unit.sweep, unit.unit_id)
-            return Outcome(unit.unit_id, True, table.num_rows, path, node_id=self.node_id)
+            return Outcome(unit.unit_id, True, table.num_rows, path, node_id=self.node_id,
+                           seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - every unit error is recorded, none escapes
+            if isinstance(exc, OOM_ERRORS):
+                self.release_memory()
             message = f"{type(exc).__name__}: {exc}"
             record_failure(self.store, unit, exc, traceback.format_exc(),
                            self._meta(started, attempt))
-            return Outcome(unit.unit_id, False, error=message, node_id=self.node_id)
+            return Outcome(unit.unit_id, False, error=message, node_id=self.node_id,
+                           error_type=type(exc).__name__,
+                           seconds=time.perf_counter() - started)
+
+    def release_memory(self) -> None:
+        """Forget cached models and data and return CUDA's cached blocks (after an OOM)."""
+        self.cache = WorkerCache(self.cache.max_entries)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,
@@ -100,5 +128,5 @@ def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: s
 def driver_meta(attempt: int) -> dict[str, Any]:
     """Run facts for a failure the driver records itself (the worker is gone)."""
     return {"host": socket.gethostname(), "node_id": "", "device": "", "attempt": attempt,
-            "duration_s": 0.0, "finished_at": dt.datetime.now(dt.timezone.utc),
+            "duration_s": 0.0, "finished_at": dt.datetime.now(dt.UTC),
             "harness_version": __version__}
