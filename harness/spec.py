@@ -42,6 +42,10 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
           min_exclusive=True),
     Param("max_retries", int, 2, "re-runs of a unit whose worker died", min=0),
     Param("max_inflight", int, 2, "units queued per worker", min=1),
+    Param("retry_failures", int, 0, "re-runs of a unit that raised or timed out", min=0),
+    Param("unit_timeout", float, 0.0, "seconds a unit may run before it is stopped (0: no limit)",
+          min=0.0),
+    Param("max_batch", int, 64, "most units per actor call (short units are batched)", min=1),
     Param("device", str, "auto", "torch device for the local executor",
           choices=("auto", "cpu", "cuda")),
 )

@@ -24,7 +24,9 @@ PARAMS = (
     Param("sleep_s", float, 0.0, "seconds to sleep", min=0.0),
     Param("work_iters", int, 0, "128x128 matrix products to compute (deterministic CPU work)",
           min=0),
-    Param("fail", bool, False, "raise RuntimeError instead of finishing"),
+    Param("fail", bool, False, "raise `error` instead of finishing"),
+    Param("error", str, "RuntimeError", "what `fail` raises",
+          choices=("RuntimeError", "MemoryError", "OutOfMemoryError")),
     Param("seed", int, 0, "seed of the matrix products", min=0),
 )
 
@@ -37,7 +39,9 @@ OUTPUT = pa.schema([
 def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     p = unit.params
     if p["fail"]:
-        raise RuntimeError(f"noop unit {p['index']} asked to fail")
+        error = {"RuntimeError": RuntimeError, "MemoryError": MemoryError,
+                 "OutOfMemoryError": torch.cuda.OutOfMemoryError}[p["error"]]
+        raise error(f"noop unit {p['index']} asked to fail")
     time.sleep(p["sleep_s"])
     value = float(p["index"])
     if p["work_iters"] > 0:
