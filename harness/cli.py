@@ -1,4 +1,4 @@
-"""`harness` command line: run, status, list, report, demo.
+"""`harness` command line: run, status, compact, list, report, demo.
 
 Exit codes: 0 every unit done; 1 some units failed (see `_failures`);
 2 bad input (nothing was written); 130 interrupted (finished units kept).
@@ -12,14 +12,22 @@ import logging
 import platform
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from harness import __version__
 from harness.executor import ExecutorError, RunConfig, run_units
 from harness.params import ParamError
 from harness.progress import Progress
-from harness.spec import EXECUTOR_PARAMS, Spec, SpecError, load_spec, resolve_sweep_path, validate
+from harness.spec import (
+    EXECUTOR_PARAMS,
+    Spec,
+    SpecError,
+    load_spec,
+    resolve_sweep_path,
+    validate,
+)
 from harness.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -61,13 +69,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key.sub=value",
                      help="override fields of the sweep file, e.g. tasks.evaluate.seed=[0,1]")
     _add_run_flags(run)
+    run.add_argument("--shard", type=_shard, metavar="I/N",
+                     help="run only the units with unit_id mod N == I (several drivers on "
+                     "disjoint parts of one sweep)")
+    run.add_argument("--repair", action="store_true",
+                     help="first read back every stored file; move unreadable ones to "
+                     "<task>/_corrupt/ and re-run their units")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="done / pending / failed units per task")
     status.add_argument("sweep", help="sweep file, a name in sweeps/, or a sweep under --results")
     status.add_argument("overrides", nargs="*", metavar="key.sub=value")
     status.add_argument("--results", default=DEFAULT_RESULTS, help="results root (path or URI)")
+    status.add_argument("--no-verify", action="store_false", dest="verify",
+                        help="count files only; skip reading them back (checksums, unit ids)")
     status.set_defaults(func=cmd_status)
+
+    compact = sub.add_parser("compact", help="merge a sweep's per-unit files into a few large "
+                             "Parquet files (reads stay the same; resume still works)")
+    compact.add_argument("sweep", help="a sweep name under --results")
+    compact.add_argument("--results", default=DEFAULT_RESULTS, help="results root (path or URI)")
+    compact.set_defaults(func=cmd_compact)
 
     lst = sub.add_parser("list", help="list tasks, models or datasets")
     lst.add_argument("what", nargs="?", choices=("tasks", "models", "datasets"), default="tasks")
@@ -97,6 +119,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=float, dest="num_cpus", help="CPUs per worker")
     p.add_argument("--max-retries", type=int, dest="max_retries",
                    help="re-runs of a unit whose worker died")
+    p.add_argument("--retry-failures", type=int, dest="retry_failures",
+                   help="re-runs of a unit that raised or timed out (default 0)")
+    p.add_argument("--unit-timeout", type=float, dest="unit_timeout",
+                   help="seconds a unit may run before it is stopped and recorded as failed")
+    p.add_argument("--max-batch", type=int, dest="max_batch",
+                   help="most units per actor call (default 64; 1 sends units one by one)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="local executor device")
 
 
@@ -104,7 +132,9 @@ def run_config(spec: Spec, args: argparse.Namespace) -> RunConfig:
     """The spec's executor section with command-line flags applied (flags win)."""
     values = dict(spec.executor)
     flag_names = {"executor": "kind", "workers": "workers", "num_gpus": "num_gpus",
-                  "num_cpus": "num_cpus", "max_retries": "max_retries", "device": "device"}
+                  "num_cpus": "num_cpus", "max_retries": "max_retries", "device": "device",
+                  "retry_failures": "retry_failures", "unit_timeout": "unit_timeout",
+                  "max_batch": "max_batch"}
     errors = []
     params = {p.name: p for p in EXECUTOR_PARAMS}
     for flag, key in flag_names.items():
@@ -135,21 +165,53 @@ def provenance(spec: Spec, config: RunConfig) -> dict[str, Any]:
                      "torch": torch.__version__, "timm": timm.__version__,
                      "ray": ray.__version__, "pyarrow": pyarrow.__version__},
         "host": socket.gethostname(),
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
         "argv": sys.argv,
     }
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """`I/N` with 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return i, n
+
+
+def in_shard(unit_id: str, shard: tuple[int, int] | None) -> bool:
+    """Disjoint, deterministic split of a sweep's units by their id (hex digits)."""
+    return shard is None or int(unit_id, 16) % shard[1] == shard[0]
+
+
+def repair(store: Store, sweep: str, tasks: list[str]) -> int:
+    """Move unreadable stored files aside (their units become pending); returns how many."""
+    moved = 0
+    for task in tasks:
+        for path, reason in store.verify(sweep, task):
+            target = store.quarantine(path)
+            print(f"repair: {path}: {reason}; moved to {target}", file=sys.stderr)
+            moved += 1
+    return moved
 
 
 def execute(spec: Spec, args: argparse.Namespace) -> int:
     """Run the pending units of a validated spec; print what happened."""
     config = run_config(spec, args)
     store = Store(args.results)
-    units = spec.units()
+    if getattr(args, "repair", False):
+        repair(store, spec.name, list(spec.combos))
+    shard = getattr(args, "shard", None)
+    units = [u for u in spec.units() if in_shard(u.unit_id, shard)]
     done = {t: store.unit_ids(spec.name, t) for t in spec.combos}
     pending = [u for u in units if u.unit_id not in done[u.task]]
     counts = ", ".join(f"{t}: {len(c)}" for t, c in _by_task(units).items())
-    print(f"sweep {spec.name}: {len(units)} units ({counts}); {len(units) - len(pending)} done, "
-          f"{len(pending)} to run -> {store.root}/{spec.name}", file=sys.stderr)
+    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    print(f"sweep {spec.name}{where}: {len(units)} units ({counts}); "
+          f"{len(units) - len(pending)} done, {len(pending)} to run -> {store.root}/{spec.name}",
+          file=sys.stderr)
     if not pending:
         print("nothing to run: every unit is done", file=sys.stderr)
         return EXIT_OK
@@ -194,11 +256,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     failed = store.unit_ids(spec.name, "_failures")
     print(f"sweep {spec.name} in {store.root}/{spec.name}")
     print(f"{'task':<16}{'total':>8}{'done':>8}{'failed':>8}{'pending':>9}")
+    corrupt = []
     for task, units in _by_task(spec.units()).items():
         ids = {u.unit_id for u in units}
         done = ids & store.unit_ids(spec.name, task)
         bad = (ids & failed) - done
         print(f"{task:<16}{len(ids):>8}{len(done):>8}{len(bad):>8}{len(ids - done - bad):>9}")
+        if args.verify:
+            corrupt += store.verify(spec.name, task)
+    if corrupt:
+        print(f"{len(corrupt)} stored file(s) cannot be read back (counted as done above):",
+              file=sys.stderr)
+        for path, reason in corrupt:
+            print(f"  corrupt {path}: {reason}", file=sys.stderr)
+        print(f"fix: harness run {args.sweep} --repair --results {args.results}  (moves them to "
+              "<task>/_corrupt/ and re-runs their units)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from harness.compact import compact_sweep, describe
+
+    store = Store(args.results)
+    if args.sweep not in store.sweeps():
+        known = ", ".join(store.sweeps()) or "none"
+        raise SpecError([f"compact: no sweep {args.sweep!r} under {store.root}; sweeps: {known}"])
+    print(describe(compact_sweep(args.results, args.sweep)))
     return EXIT_OK
 
 
