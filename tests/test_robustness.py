@@ -256,3 +256,38 @@ def test_nan_metrics_survive_the_store(tmp_path):
                                                 "max_samples": 32}}}, tmp_path)
     row = harness.load(str(tmp_path), task="evaluate", quantity="metrics").iloc[0]
     assert row["freq_90"] == 0.0 and math.isnan(row["acc_90"]) and math.isnan(row["iou_90"])
+
+
+def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch):
+    """Write the generated corruptions of a fake CIFAR-10 test split as CIFAR-10-C .npy files;
+    reading them back must give exactly the metrics of generating them on the fly."""
+    from test_datasets_disk import write_fake_cifar10
+
+    from harness.corruptions import SEVERITIES, corrupt
+    from harness.perturb import to_pixels
+
+    monkeypatch.delenv("HARNESS_DATA", raising=False)
+    write_fake_cifar10(tmp_path / "data")
+    data = load_dataset("cifar10", "test", data_root=str(tmp_path / "data"))
+    kinds = ["gaussian_noise", "glass_blur", "jpeg_compression"]
+    folder = tmp_path / "c" / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    ids = torch.arange(len(data))
+    for kind in kinds:
+        sets = [corrupt(to_pixels(data.x, data), kind, s, image_ids=ids) for s in SEVERITIES]
+        u8 = torch.cat(sets).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        np.save(folder / f"{kind}.npy", u8.numpy())
+    np.save(folder / "labels.npy", data.y.repeat(len(SEVERITIES)).numpy())
+    common = {**SMALL_RESNET, "dataset": "cifar10", "dataset_args": {"data_root": str(tmp_path / "data")},
+              "corruption": kinds, "severity": [2, 5], "batch_size": 4}
+    _run({"name": "cc", "tasks": {"corruption": [common, {**common, "cifar_c_root": str(tmp_path / "c")}]}},
+         tmp_path / "results")
+    df = harness.load(str(tmp_path / "results"), task="corruption")
+    assert len(df) == 12 and (df["n_samples"] == len(data)).all()
+    key = ["corruption", "severity"]
+    gen = df[df["source"] == "generated"].set_index(key).sort_index()
+    files = df[df["source"] == "cifar_c_files"].set_index(key).sort_index()
+    cols = ["acc", "nll", "ece", "clean_acc", "clean_nll", "clean_ece", "error_rel_clean"]
+    assert gen.index.equals(files.index) and len(gen) == 6
+    assert np.array_equal(gen[cols].to_numpy(), files[cols].to_numpy())
+    assert gen["nll"].nunique() > 1  # the sets differ from each other
