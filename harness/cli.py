@@ -276,13 +276,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from harness.compact import compact_sweep, describe
+    from harness.compact import CompactError, compact_sweep, describe
 
     store = Store(args.results)
     if args.sweep not in store.sweeps():
         known = ", ".join(store.sweeps()) or "none"
         raise SpecError([f"compact: no sweep {args.sweep!r} under {store.root}; sweeps: {known}"])
-    print(describe(compact_sweep(args.results, args.sweep)))
+    try:
+        print(describe(compact_sweep(args.results, args.sweep)))
+    except CompactError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

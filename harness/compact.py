@@ -72,7 +72,13 @@ def compact_task(store: Store, sweep: str, task: str, part_bytes: int = PART_BYT
     schema = known_schema(task)
     for chunk in _chunks(fresh, part_bytes):
         paths = [i.path for i in chunk]
-        rows = _write_part(store, sweep, task, paths, schema, row_group_bytes)
+        try:
+            rows = _write_part(store, sweep, task, paths, schema, row_group_bytes)
+        except (OSError, pa.ArrowException) as exc:
+            raise CompactError(
+                f"compact {sweep}/{task}: a unit file cannot be read ({str(exc).splitlines()[0]});"
+                f" nothing was deleted. `harness status {sweep}` names it, `harness run "
+                f"{sweep} --repair` re-runs its unit") from exc
         _delete_files(store, paths)
         stats.files += len(paths)
         stats.parts += 1

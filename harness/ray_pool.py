@@ -126,6 +126,17 @@ def default_workers(config: RunConfig) -> int:
     return max(1, int(resources.get("CPU", 1) / config.num_cpus))
 
 
+def batch_size(unit_s: float | None, max_batch: int, queued: int, places: int) -> int:
+    """Units in the next actor call: about TARGET_BATCH_S of work at the measured unit
+    time `unit_s` (one unit until a time is known), at most `max_batch`, and at most an
+    even share of the `queued` units over the `places` (actors × in-flight batches), so
+    the tail of a sweep still spreads over every worker."""
+    if max_batch <= 1 or unit_s is None:
+        return 1
+    size = min(max_batch, max(1, int(TARGET_BATCH_S / max(unit_s, 1e-6))))
+    return max(1, min(size, math.ceil(queued / max(places, 1))))
+
+
 @dataclass
 class _Batch:
     units: list[tuple[WorkUnit, int]]
@@ -166,18 +177,12 @@ class _Pool:
         return _Slot(actor, actor.pid.remote())
 
     # -- dispatch ------------------------------------------------------------
-    def batch_size(self) -> int:
-        if self.config.max_batch <= 1 or self.unit_s is None:
-            return 1
-        size = min(self.config.max_batch, max(1, int(TARGET_BATCH_S / max(self.unit_s, 1e-6))))
-        share = math.ceil(len(self.queue) / (len(self.slots) * self.config.max_inflight))
-        return max(1, min(size, share))
-
     def fill(self) -> None:
         now = time.perf_counter()
         for slot in self.slots:
             while self.queue and len(slot.batches) < self.config.max_inflight:
-                n = self.batch_size()
+                n = batch_size(self.unit_s, self.config.max_batch, len(self.queue),
+                               len(self.slots) * self.config.max_inflight)
                 units = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
                 stream = slot.actor.run_batch.options(num_returns="streaming").remote(
                     [u.to_dict() for u, _ in units], [a for _, a in units])

@@ -62,6 +62,10 @@ def checked_format() -> ds.ParquetFileFormat:
         page_checksum_verification=True))
 
 
+class CorruptResultError(OSError):
+    """A stored result file does not read back (truncated, garbled)."""
+
+
 @dataclass(frozen=True)
 class ScanGroup:
     """Files read together, less the unit ids another source already provides."""
@@ -346,8 +350,8 @@ def load(root: str, task: str | None = None, sweep: str | list[str] | None = Non
     try:
         table = store.read(task, sweep, schema=known_schema(task), columns=columns,
                            filters=filters)
-    except OSError as exc:
-        raise OSError(f"load(): a stored file of task {task!r} under {root!r} cannot be read "
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptResultError(f"load(): a stored file of task {task!r} under {root!r} cannot be read "
                       f"({str(exc).splitlines()[0]}); `harness status <sweep> --results {root}` "
                       "names it and `harness run <sweep> --repair` moves it aside and re-runs "
                       "its units") from exc

@@ -1,0 +1,148 @@
+"""`harness compact`: many unit files -> a few parts, with exactly-once bookkeeping kept."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import harness
+import harness.compact as compact
+from harness import cli
+from harness.executor import RunConfig, run_units
+from harness.spec import validate
+from harness.store import Store
+
+from conftest import write_sweep
+
+N = 150
+DOC = {"name": "many", "tasks": {"noop": {"index": list(range(N)), "sleep_s": 0.0}}}
+
+
+def _everything(root: str) -> pd.DataFrame:
+    """Every stored row, run facts included: compaction must copy rows, not re-run units."""
+    return harness.load(root, task="noop", sweep="many").sort_values("unit_id").reset_index(
+        drop=True)
+
+
+@pytest.fixture
+def finished(in_tmp):
+    path = write_sweep(in_tmp / "many.yaml", DOC)
+    assert cli.main(["run", str(path), "--executor", "local"]) == 0
+    root = str(in_tmp / "results")
+    return path, root, _everything(root)
+
+
+def test_compact_keeps_rows_resume_and_status(finished, capsys):
+    path, root, before = finished
+    store = Store(root)
+    ids = store.unit_ids("many", "noop")
+    assert len(store.files("many", "noop")) == N
+    # small limits so that the sweep makes several parts of several row groups
+    stats = compact.compact_sweep(root, "many", part_bytes=400 * 2**10, row_group_bytes=2000)
+    assert [(s.task, s.files, s.rows, s.leftovers) for s in stats] == [("noop", N, N, 0)]
+    parts = store.part_files("many", "noop")
+    assert len(parts) == stats[0].parts >= 2
+    assert store.files("many", "noop") == []
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in parts) == N
+    assert max(pq.ParquetFile(p).metadata.num_row_groups for p in parts) >= 2
+    assert store.unit_ids("many", "noop") == ids
+
+    pd.testing.assert_frame_equal(_everything(root), before)
+    picked = harness.load(root, task="noop", sweep="many", index=[3, 77, 149])
+    assert sorted(picked["index"]) == [3, 77, 149]
+    assert sorted(picked["value"]) == sorted(before.set_index("index").loc[[3, 77, 149], "value"])
+
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--executor", "local"]) == 0
+    assert f"{N} done, 0 to run" in capsys.readouterr().err
+    assert cli.main(["status", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["noop", str(N), str(N), "0", "0"]
+
+    # a second compaction has nothing to do and changes nothing
+    again = compact.compact_sweep(root, "many")
+    assert (again[0].files, again[0].parts, again[0].leftovers) == (0, 0, 0)
+    assert store.part_files("many", "noop") == parts
+
+
+def test_crash_between_part_and_deletes_loses_and_duplicates_nothing(finished, monkeypatch):
+    _, root, before = finished
+    store = Store(root)
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash after the part was written")
+
+    monkeypatch.setattr(compact, "_delete_files", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        compact.compact_sweep(root, "many")
+    # the part is in place and every unit file is still there: each unit is read once
+    assert len(store.part_files("many", "noop")) == 1
+    assert len(store.files("many", "noop")) == N
+    after = _everything(root)
+    assert after["unit_id"].is_unique
+    pd.testing.assert_frame_equal(after, before)
+    assert len(store.unit_ids("many", "noop")) == N
+
+    monkeypatch.undo()
+    stats = compact.compact_sweep(root, "many")
+    assert (stats[0].files, stats[0].parts, stats[0].leftovers) == (0, 0, N)
+    assert store.files("many", "noop") == []
+    pd.testing.assert_frame_equal(_everything(root), before)
+
+
+def test_unreadable_unit_file_stops_compaction_before_anything_is_deleted(finished):
+    _, root, _ = finished
+    store = Store(root)
+    victim = store.files("many", "noop")[10]
+    with open(victim, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(compact.CompactError, match="nothing was deleted"):
+        compact.compact_sweep(root, "many")
+    assert len(store.files("many", "noop")) == N
+    assert store.part_files("many", "noop") == []
+    leftovers = Path(store.compacted_dir("many", "noop"))
+    assert not leftovers.exists() or list(leftovers.iterdir()) == []  # no temp part either
+
+
+def test_units_after_compaction_and_overlapping_parts(finished, capsys):
+    path, root, before = finished
+    store = Store(root)
+    compact.compact_sweep(root, "many")
+    # the sweep grows: new units land as unit files beside the part
+    grown = write_sweep(path, {"name": "many", "tasks": {"noop": {
+        "index": list(range(N + 20)), "sleep_s": 0.0}}})
+    capsys.readouterr()
+    assert cli.main(["run", str(grown), "--executor", "local"]) == 0
+    assert f"{N} done, 20 to run" in capsys.readouterr().err
+    mixed = _everything(root)
+    assert len(mixed) == N + 20 and mixed["unit_id"].is_unique
+    assert sorted(mixed["index"]) == list(range(N + 20))
+    stats = compact.compact_sweep(root, "many")
+    assert (stats[0].files, stats[0].parts) == (20, 1)
+    pd.testing.assert_frame_equal(_everything(root), mixed)
+
+    # two compactions racing could put a unit in two parts: readers still take it once
+    first = store.part_files("many", "noop")[0]
+    shutil.copy(first, first.replace("part-00000", "part-00009"))
+    assert len(store.part_files("many", "noop")) == 3
+    pd.testing.assert_frame_equal(_everything(root), mixed)
+    assert len(harness.load(root, task="noop", sweep="many", index=[0, 1])) == 2
+
+
+def test_compact_over_a_file_uri_root(tmp_path):
+    units = validate(DOC).units()[:12]
+    run_units(units, str(tmp_path), RunConfig(kind="local"))
+    uri = f"file://{tmp_path}"
+    before = harness.load(uri, task="noop").sort_values("unit_id").reset_index(drop=True)
+    assert compact.compact_sweep(uri, "many")[0].files == 12
+    assert not list((tmp_path / "many" / "noop").glob("*.parquet"))
+    after = harness.load(uri, task="noop").sort_values("unit_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(after, before)
+
+
+def test_compact_cli_names_an_unknown_sweep(in_tmp, capsys):
+    assert cli.main(["compact", "nope"]) == 2
+    assert "no sweep 'nope'" in capsys.readouterr().err
