@@ -17,7 +17,7 @@ import pandas as pd
 
 #: Columns that tell one model apart from another, in display order.
 IDENTITY = ("sweep", "dataset", "model", "model_args", "weights", "train_fraction", "epoch",
-            "split")
+            "split", "data_fraction")
 #: Added by `with_training` (the evaluated checkpoint's training run).
 TRAIN_COLUMNS = ("train_fraction", "epoch", "train_seed", "train_unit", "weights")
 
@@ -101,7 +101,11 @@ def identity_keys(df: pd.DataFrame, extra: Iterable[str] = (), exclude: Iterable
     """Columns that distinguish the groups of a table: `model` plus whatever else varies."""
     skip = set(exclude)
     names = [c for c in (*IDENTITY, *extra) if c not in skip]
-    return varying(df, dict.fromkeys(names))
+    keys = varying(df, dict.fromkeys(names))
+    if {"data_fraction", "train_fraction"} <= set(keys) and df["data_fraction"].equals(
+            df["train_fraction"].astype(df["data_fraction"].dtype)):
+        keys.remove("data_fraction")  # train rows: the same column twice
+    return keys
 
 
 def short_value(name: str, value: object) -> str:

@@ -65,8 +65,8 @@ def _styles(groups: list[tuple[str, str, pd.DataFrame]]) -> dict[str, dict]:
 
 
 def _legend(ax, n: int) -> None:
-    if n:
-        ax.legend(fontsize=7, frameon=False)
+    if n:  # beside the axes: labels of model variants are long
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 # --------------------------------------------------------------------------- landscapes
@@ -93,7 +93,8 @@ def plot_landscape_contour(grid: pd.DataFrame, loss: str = "objective", title: s
     ax.contour(a, b, np.ma.masked_invalid(z), levels=10, colors="white", linewidths=0.5)
     fig.colorbar(filled, ax=ax, label=f"{loss} − min")
     ax.plot([0], [0], marker="+", color="red", markersize=10)
-    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", title=title, aspect="equal")
+    ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", aspect="equal")
+    ax.set_title(title, fontsize=8)
     return fig
 
 
@@ -104,7 +105,8 @@ def plot_landscape_surface(grid: pd.DataFrame, loss: str = "objective", title: s
     fig = _figure(5.0, 4.2)
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
-    ax.set(xlabel="a", ylabel="b", zlabel=f"{loss} − min", title=title)
+    ax.set(xlabel="a", ylabel="b", zlabel=f"{loss} − min")
+    ax.set_title(title, fontsize=8)
     return fig
 
 

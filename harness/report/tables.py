@@ -211,7 +211,7 @@ def data_size_ablation(df: pd.DataFrame, metric: str = "acc",
     rows = _require(df, "data-size", [metric, fraction])
     rows = rows[rows[fraction].notna()]
     _require(rows, f"rows with a {fraction}")
-    keys = identity_keys(rows, exclude=("train_fraction", "epoch", "weights"))
+    keys = identity_keys(rows, exclude=("train_fraction", "data_fraction", "epoch", "weights"))
     table = rows.pivot_table(index=keys, columns=fraction, values=metric, aggfunc="mean")
     table.columns = [f"{c:g}" for c in table.columns]
     return table.reset_index()

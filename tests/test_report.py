@@ -1,0 +1,439 @@
+"""The aggregation layer: tables against hand computations, plots and the HTML report from a
+tiny real sweep, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SMALL_RESNET, SMALL_VIT
+
+import harness
+from harness.checkpoints import resolve_checkpoint_refs
+from harness.executor import RunConfig, run_units
+from harness.report import (
+    data_size_ablation,
+    frequency_noise,
+    hessian_stats,
+    landscape_summary,
+    mce,
+    model_comparison,
+    plots,
+    robustness,
+    robustness_by_severity,
+    style,
+    train_final,
+    with_training,
+    write_report,
+)
+from harness.report.html import to_markdown
+from harness.report.tables import NoData
+from harness.spec import validate
+from harness.store import Store
+
+ARGS_R = json.dumps(SMALL_RESNET["model_args"], sort_keys=True, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- hand-made results
+
+
+def _rows(n: int, **columns) -> pd.DataFrame:
+    base = {"sweep": "s", "task": "t", "unit_id": [f"u{i}" for i in range(n)],
+            "dataset": "digits", "data_fraction": 1.0, "seed": 0}
+    return pd.DataFrame({**base, **columns})
+
+
+def test_with_training_joins_checkpoints_to_their_training_runs():
+    train = _rows(3, task="train", model="vit_ti", data_fraction=[0.25, 0.25, 1.0],
+                  seed=[3, 3, 4], unit_id=["ta", "ta", "tb"], epoch=[1, 5, 5],
+                  checkpoint=["/r/a/epoch0001.safetensors", "/r/a/final.safetensors",
+                              "/r/b/final.safetensors"])
+    ev = _rows(4, model="vit_ti", checkpoint=["/r/a/final.safetensors", "",
+                                              "/w/foreign.pt", "/r/b/final.safetensors"],
+               data_fraction=1.0)
+    out = with_training(ev, train)
+    assert out["train_fraction"].tolist()[::3] == [0.25, 1.0]
+    assert out["epoch"].tolist()[::3] == [5.0, 5.0]
+    assert out["train_seed"].tolist()[::3] == [3.0, 4.0]
+    assert out["weights"].tolist() == ["trained", "fresh", "foreign.pt", "trained"]
+    assert out.iloc[1:3]["train_fraction"].isna().all()
+    assert out["data_fraction"].eq(1.0).all()  # the evaluation's own fraction is kept
+    # the train frame itself: its fraction and epoch are the run's
+    final = train_final(train.assign(test_acc=[0.5, 0.7, 0.9]))
+    assert final.sort_values("unit_id")[["train_fraction", "epoch", "acc"]].values.tolist() == [
+        [0.25, 5, 0.7], [1.0, 5, 0.9]]
+
+
+def _evaluate(with_quantity: bool) -> pd.DataFrame:
+    metrics = _rows(4, model=["resnet18", "resnet18", "vit_ti", "vit_ti"], seed=[0, 1, 0, 1],
+                    acc=[0.8, 0.9, 0.6, 0.7], nll=[0.5, 0.7, 1.0, 1.2],
+                    ece=[0.02, 0.04, 0.10, 0.12], num_params=[100, 100, 50, 50],
+                    checkpoint="")
+    if not with_quantity:
+        return metrics
+    metrics["quantity"] = "metrics"
+    metrics["acc_90"] = [0.95, 0.97, 0.9, 0.8]
+    reliability = _rows(2, model="resnet18", quantity="reliability", acc=np.nan, bin=[0, 1],
+                        bin_count=[3, 7], checkpoint="")
+    return pd.concat([metrics, reliability], ignore_index=True)
+
+
+@pytest.mark.parametrize("with_quantity", [True, False])
+def test_model_comparison_is_the_mean_over_seeds(with_quantity):
+    table = model_comparison(with_training(_evaluate(with_quantity), None))
+    assert table["model"].tolist() == ["resnet18", "vit_ti"]
+    assert table["acc"].tolist() == pytest.approx([0.85, 0.65])
+    assert table["nll"].tolist() == pytest.approx([0.6, 1.1])
+    assert table["ece"].tolist() == pytest.approx([0.03, 0.11])
+    assert table["num_params"].tolist() == [100, 50] and table["n"].tolist() == [2, 2]
+    assert ("acc_90" in table) == with_quantity  # only metrics that were measured
+    if with_quantity:
+        assert table["acc_90"].tolist() == pytest.approx([0.96, 0.85])
+
+
+def _corruption() -> pd.DataFrame:
+    # resnet: gauss s1 .8 s2 .6, blur s1 .9 s2 .7, clean .95; vit: gauss .6 .4, blur .8 .5, clean .9
+    rows = []
+    for model, clean, accs in (("resnet18", 0.95, [0.8, 0.6, 0.9, 0.7]),
+                               ("vit_ti", 0.90, [0.6, 0.4, 0.8, 0.5])):
+        for (corr, sev), acc in zip([("gauss", 1), ("gauss", 2), ("blur", 1), ("blur", 2)], accs):
+            for seed, jitter in ((0, -0.01), (1, 0.01)):  # two seeds average to `acc`
+                rows.append({"model": model, "seed": seed, "corruption": corr, "severity": sev,
+                             "acc": acc + jitter, "clean_acc": clean, "source": "generated"})
+    return _rows(len(rows)).drop(columns="seed").join(pd.DataFrame(rows))
+
+
+def test_robustness_is_the_mean_accuracy_over_corruption_severity_sets():
+    table = robustness(_corruption()).set_index("model")
+    assert table.loc["resnet18", "robustness"] == pytest.approx((0.8 + 0.6 + 0.9 + 0.7) / 4)
+    assert table.loc["vit_ti", "robustness"] == pytest.approx((0.6 + 0.4 + 0.8 + 0.5) / 4)
+    assert table.loc["vit_ti", "gauss"] == pytest.approx(0.5)
+    assert table.loc["resnet18", "blur"] == pytest.approx(0.8)
+    assert table["n_sets"].tolist() == [4, 4] and table["clean_acc"].tolist() == [0.95, 0.9]
+    sev = robustness_by_severity(_corruption())
+    vit = sev[sev.model == "vit_ti"].set_index("severity")["acc"]
+    assert vit.tolist() == pytest.approx([(0.6 + 0.8) / 2, (0.4 + 0.5) / 2])
+
+
+def test_mce_against_the_reference_model():
+    table = mce(_corruption()).set_index("model")  # default reference: the resnet
+    assert (table["reference"] == "resnet18").all()
+    # vit: gauss (0.4 + 0.6) / (0.2 + 0.4) = 5/3, blur (0.2 + 0.5) / (0.1 + 0.3) = 7/4
+    assert table.loc["vit_ti", "ce_gauss"] == pytest.approx(5 / 3)
+    assert table.loc["vit_ti", "ce_blur"] == pytest.approx(7 / 4)
+    assert table.loc["vit_ti", "mce"] == pytest.approx((5 / 3 + 7 / 4) / 2)
+    assert table.loc["resnet18", "mce"] == pytest.approx(1.0)
+    # relative: vit gauss (0.3 + 0.5) / (0.15 + 0.35), blur (0.1 + 0.4) / (0.05 + 0.25)
+    assert table.loc["vit_ti", "relative_mce"] == pytest.approx((0.8 / 0.5 + 0.5 / 0.3) / 2)
+    other = mce(_corruption(), reference="vit_ti").set_index("model")
+    assert other.loc["resnet18", "ce_gauss"] == pytest.approx(0.6 / 1.0)
+    with pytest.raises(ValueError, match="reference 'alexnet' is not among the models"):
+        mce(_corruption(), reference="alexnet")
+
+
+def test_hessian_stats_pool_eigenvalues_per_model_and_regime():
+    eig = [-2.0, -1.0, 1.0, 3.0, 5.0, 7.0]
+    df = pd.concat([
+        _rows(6, model="vit_ti", quantity="eigenvalue", value=eig, batch=[0, 0, 0, 1, 1, 1]),
+        _rows(2, model="vit_ti", quantity="trace", value=[10.0, 14.0]),
+        _rows(3, model="resnet18", quantity="eigenvalue", value=[2.0, 4.0, 9.0]),
+        _rows(2, model="vit_ti", quantity="density", value=[0.0, 1.0]),  # not pooled
+    ], ignore_index=True)
+    table = hessian_stats(df).set_index("model")
+    vit = table.loc["vit_ti"]
+    assert vit["n_eigenvalues"] == 6 and vit["nep"] == pytest.approx(2 / 6)
+    assert vit["ape"] == pytest.approx((1 + 3 + 5 + 7) / 4)
+    assert vit["q50"] == pytest.approx(2.0) and vit["q25"] == pytest.approx(-0.5)  # linear
+    assert (vit["min"], vit["max"]) == (-2.0, 7.0)
+    assert vit["trace"] == pytest.approx(12.0) and vit["n_traces"] == 2
+    res = table.loc["resnet18"]
+    assert res["nep"] == 0.0 and res["ape"] == pytest.approx(5.0) and np.isnan(res["trace"])
+    # a data regime is its own row
+    regimes = hessian_stats(df.assign(data_fraction=[0.1] * 3 + [1.0] * 10))
+    assert len(regimes) == 3 and "data_fraction" in regimes
+
+
+def _grid(model: str = "resnet18") -> pd.DataFrame:
+    a, b = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0])
+    a, b = a.ravel(), b.ravel()
+    return _rows(9, model=model, unit_id=["c0"] * 5 + ["c1"] * 4, kind="grid", a=a, b=b,
+                 dims=2, a_points=3, b_points=3, nll=a ** 2, acc=1 - 0.1 * np.abs(a),
+                 objective=a ** 2 + 2 * b ** 2 + 1)
+
+
+def test_landscape_summary_rise_within_a_radius():
+    # objective = a² + 2b² + 1; within radius 1: origin (rise 0), a = ±1 (1), b = ±1 (2)
+    table = landscape_summary(_grid(), radius=1.0)
+    row = table.iloc[0]
+    assert (row["points"], row["expected"]) == (9, 9)  # both chunks are one landscape
+    assert row["objective_origin"] == 1.0 and row["objective_min"] == 1.0
+    assert row["mean_rise"] == pytest.approx((0 + 1 + 1 + 2 + 2) / 5)
+    assert row["max_rise"] == pytest.approx(2.0) and row["acc_origin"] == 1.0
+    assert landscape_summary(_grid(), radius=0.5).iloc[0]["mean_rise"] == 0.0
+    assert landscape_summary(_grid(), radius=2.0, loss="nll").iloc[0]["max_rise"] == 1.0
+    partial = landscape_summary(_grid().iloc[:5], radius=1.0).iloc[0]
+    assert (partial["points"], partial["expected"]) == (5, 9)  # a running sweep's half grid
+    two = pd.concat([_grid(), _grid(model="vit_ti")], ignore_index=True)
+    assert landscape_summary(two)["model"].tolist() == ["resnet18", "vit_ti"]
+
+
+def test_data_size_ablation_uses_final_epochs():
+    train = _rows(6, task="train", model=["resnet18"] * 4 + ["vit_ti"] * 2,
+                  unit_id=["a", "a", "b", "c", "d", "e"], data_fraction=[1, 1, 1, 0.5, 1, 0.5],
+                  seed=[0, 0, 1, 0, 0, 0], epoch=[1, 2, 2, 2, 2, 2],
+                  checkpoint=["x1", "x2", "y", "z", "v", "w"],
+                  test_acc=[0.1, 0.8, 0.9, 0.7, 0.6, 0.3])
+    table = data_size_ablation(train_final(train), "acc").set_index("model")
+    assert list(table.columns) == ["0.5", "1"]
+    assert table.loc["resnet18"].tolist() == pytest.approx([0.7, 0.85])  # epoch 1 ignored
+    assert table.loc["vit_ti"].tolist() == pytest.approx([0.3, 0.6])
+
+
+def test_frequency_noise_table_and_markdown():
+    df = _rows(4, model="vit_ti", frequency=[0.3, 0.3, 0.8, 0.8], seed=[0, 1, 0, 1],
+               acc_drop=[0.14, 0.16, 0.04, 0.05], noise_norm=2.0)
+    table = frequency_noise(df)
+    assert table.iloc[0][["0.3", "0.8"]].tolist() == pytest.approx([0.15, 0.045])
+    assert to_markdown(table).splitlines() == ["| model | 0.3 | 0.8 |", "|---|---|---|",
+                                               "| vit_ti | 0.15 | 0.045 |"]
+
+
+def test_tables_say_what_is_missing():
+    with pytest.raises(NoData, match="no corruption rows"):
+        robustness(pd.DataFrame())
+    with pytest.raises(NoData, match="lack the column"):
+        hessian_stats(_rows(1, model="x"))
+
+
+def test_every_architecture_keeps_one_color():
+    assert style.color("vit_ti") != style.color("resnet18")
+    assert style.color("timm:convnext_nano") == style.color("timm:convnext_nano")
+    styles = style.variant_styles([("a", "vit_ti"), ("b", "vit_ti"), ("c", "resnet18")])
+    assert styles["a"]["color"] == styles["b"]["color"] == style.color("vit_ti")
+    assert styles["a"]["linestyle"] != styles["b"]["linestyle"]
+
+
+# --------------------------------------------------------------------------- a tiny real sweep
+
+
+def _run(root: str, doc: dict) -> None:
+    units = validate(resolve_checkpoint_refs(doc, root)).units()
+    summary = run_units(units, root, RunConfig(kind="local", device="cpu"))
+    assert summary.failed == 0, harness.load(root, task="_failures")["traceback"].iloc[0]
+
+
+TRAIN = {"dataset": "digits", "data_fraction": [0.2, 0.1], "epochs": 2, "warmup_epochs": 1,
+         "batch_size": 64, "snapshots": True, "augment": "none", "lr": 0.002,
+         "eval_batch_size": 512}
+OBJ = {"num_samples": 32, "batch_size": 16, "augment": "none"}
+FEAT = {"dataset": "digits", "max_samples": 32, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory) -> str:
+    """Train two tiny models at two data sizes (snapshots every epoch), then run every
+    analysis task on their checkpoints: the results a report is made from."""
+    root = str(tmp_path_factory.mktemp("report") / "results")
+    _run(root, {"name": "tr", "tasks": {"train": [{**SMALL_RESNET, **TRAIN},
+                                                  {**SMALL_VIT, **TRAIN}]}})
+    train = harness.load(root, task="train")
+    final = train[(train.epoch == 3) & (train.checkpoint != "")]
+    ck = {(r.model, r.data_fraction): r.checkpoint for r in final.itertuples()}
+    _run(root, {"name": "an", "tasks": {
+        "evaluate": {"checkpoint": "sweep:tr", "dataset": "digits", "max_samples": 96},
+        "landscape": [
+            {"checkpoint": [ck["resnet18", 0.2], ck["vit_ti", 0.2]], "a_points": 3,
+             "b_points": 3, "chunk_size": 5, **OBJ},
+            {"checkpoint": ck["vit_ti", 0.1], "dims": 1, "a_points": 5, "chunk_size": 5, **OBJ},
+            {"checkpoint": ck["resnet18", 0.1], "directions": "pca", "a_points": 3,
+             "b_points": 3, "chunk_size": 9, **OBJ}],
+        "hessian": {"checkpoint": list(ck.values()), "top_k": 3, "penalty": "half_sq",
+                    "max_iter": 20, "tol": 0.01, "compute": [["eigenvalues", "trace", "density"]],
+                    "trace_probes": 4, "density_iter": 8, "density_bins": 32, **OBJ},
+        "fourier": {"checkpoint": list(ck.values()), **FEAT},
+        "featvar": {"checkpoint": list(ck.values()), **FEAT},
+        "lesion": {"checkpoint": [ck["vit_ti", 0.2]], **FEAT},
+    }})
+    return root
+
+
+@pytest.fixture(scope="module")
+def frames(sweep_root) -> dict[str, pd.DataFrame]:
+    from harness.report import load_joined
+
+    return {t: load_joined(sweep_root, t) for t in
+            ("train", "evaluate", "landscape", "hessian", "fourier", "featvar", "lesion")}
+
+
+def _assert_drawn(fig, tmp_path: Path, name: str) -> None:
+    """The PNG and PDF exist and the PNG is not a blank canvas."""
+    png, pdf = plots.save_figure(fig, tmp_path, name)
+    assert pdf.stat().st_size > 1000 and pdf.read_bytes().startswith(b"%PDF")
+    img = mpimg.imread(png)[..., :3]
+    assert img.shape[0] > 100 and img.shape[1] > 100
+    background = img[0, 0]
+    assert (np.abs(img - background).sum(axis=-1) > 0.1).mean() > 0.01  # >1% pixels drawn
+
+
+def _contract_corruption() -> pd.DataFrame:
+    """Corruption rows as the corruption task writes them (its contract columns)."""
+    df = _corruption()
+    return df.assign(nll=1.0, ece=0.1, clean_nll=0.5, clean_ece=0.05,
+                     error_rel_clean=(1 - df["acc"]) / (1 - df["clean_acc"]))
+
+
+@pytest.mark.slow
+def test_every_plot_draws_from_real_results(frames, tmp_path):
+    f = frames
+    from harness.report.tables import landscape_groups
+
+    groups, _ = landscape_groups(f["landscape"])
+    two_d = [g for g in groups if int(g[2]["dims"].iloc[0]) == 2]
+    one_d = [g for g in groups if int(g[2]["dims"].iloc[0]) == 1]
+    assert len(two_d) == 3 and len(one_d) == 1
+    assert {len(g) for _, _, g in two_d} == {9}  # chunks of one grid are one landscape
+    drawn = {
+        "contour": plots.plot_landscape_contour(two_d[0][2]),
+        "surface": plots.plot_landscape_surface(two_d[1][2]),
+        "curve": plots.plot_landscape_1d(one_d),
+        "polar": plots.plot_trajectory_polar(f["landscape"]),
+        "spectra": plots.plot_hessian_spectra(f["hessian"]),
+        "density": plots.plot_hessian_density(f["hessian"]),
+        "fourier_depth": plots.plot_fourier_depth(f["fourier"]),
+        "fourier_spectra": plots.plot_fourier_spectra(f["fourier"]),
+        "featvar": plots.plot_featvar(f["featvar"]),
+        "lesion": plots.plot_lesion(f["lesion"]),
+        "reliability": plots.plot_reliability(f["evaluate"]),
+        "data_size": plots.plot_data_size(train_final(f["train"])),
+        "training": plots.plot_training(f["train"]),
+        # no corruption / freqnoise task is registered yet: rows with their contract columns
+        "robustness": plots.plot_robustness(_contract_corruption()),
+        "freqnoise": plots.plot_freqnoise(_rows(4, model=["vit_ti"] * 2 + ["resnet18"] * 2,
+                                                frequency=[0.3, 0.8] * 2, bandwidth=0.2,
+                                                noise_norm=1.0, acc_drop=[0.15, 0.05, 0.02, 0.1])),
+    }
+    for name, fig in drawn.items():
+        _assert_drawn(fig, tmp_path, name)
+    # the polar plot has one line per trajectory, with a point per snapshot (3 epochs)
+    polar_lines = drawn["polar"].axes[0].get_lines()
+    assert len(polar_lines) == 1 and len(polar_lines[0].get_xdata()) == 3
+    # the spectra pool every minibatch's top-3 eigenvalues: 2 batches x 3 per model and regime
+    hs = hessian_stats(f["hessian"])
+    assert len(hs) == 4 and hs["n_eigenvalues"].eq(6).all() and hs["n_traces"].eq(2).all()
+    assert set(hs["train_fraction"]) == {0.2, 0.1}
+    # evaluate: one row per checkpoint (3 snapshots x 4 runs), regimes joined from train
+    table = model_comparison(f["evaluate"])
+    assert len(table) == 12 and set(table["epoch"]) == {1, 2, 3}
+    # the small ViT's two MSA blocks are shaded in its panels, no block of the ResNet is
+    shaded = {ax.get_title(): len(ax.patches) for ax in drawn["fourier_depth"].axes}
+    assert sorted(shaded.values()) == [0, 0, 2, 2]
+    assert all(n == (2 if t.startswith("vit_ti") else 0) for t, n in shaded.items())
+
+
+def _images(index: Path) -> list[str]:
+    import re
+
+    return re.findall(r"<img src='([^']+)'", index.read_text())
+
+
+@pytest.mark.slow
+def test_report_renders_every_item_and_survives_a_failing_plot(sweep_root, tmp_path,
+                                                                monkeypatch, capsys):
+    sweep_root = str(shutil.copytree(sweep_root, tmp_path / "results"))  # the fixture stays as is
+    store = Store(sweep_root)
+    doc = {"name": "an", "tasks": {"evaluate": {**SMALL_VIT, "dataset": "digits",
+                                                "max_samples": 8, "seed": [0, 99]}}}
+    store.write_manifest("an", {"spec": doc, "host": "<script>alert(1)</script>",
+                                "versions": {"harness": "0.1.0"}, "started_at": "2025-01-01",
+                                "argv": ["harness", "run", "x"]})
+    _run(sweep_root, {"name": "an", "tasks": {"evaluate": {**SMALL_VIT, "dataset": "digits",
+                                                           "max_samples": 8, "seed": 0}}})
+
+    def broken(_df):
+        raise RuntimeError("featvar <broken>")
+
+    monkeypatch.setattr(plots, "plot_featvar", broken)
+    index = write_report(sweep_root, tmp_path / "out")
+    text = index.read_text()
+    err = capsys.readouterr().err
+    assert "report: [" in err and f"wrote {index}" in err  # progress lines on stderr
+    srcs = _images(index)
+    assert len(srcs) >= 17 and all((index.parent / s).stat().st_size > 0 for s in srcs)
+    assert all((index.parent / s).with_suffix(".pdf").exists() for s in srcs)
+    for name in ("model_comparison", "hessian_stats", "landscape_summary", "data_size_train"):
+        assert (index.parent / "tables" / f"{name}.csv").exists()
+        assert (index.parent / "tables" / f"{name}.md").exists()
+    # the failing plot shows its error in place, escaped; the other plots are still there
+    assert "RuntimeError: featvar &lt;broken&gt;" in text and "plots/fourier_depth.png" in srcs
+    # missing tasks are named, pending units counted from the stored spec, text escaped
+    assert "No data for:" in text and "Corruption robustness" in text
+    assert "an/evaluate: 1 of 2 units pending" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text
+    # a sweep subset: only that sweep's items; an unknown sweep is a clear error
+    sub = write_report(sweep_root, tmp_path / "sub", sweeps=["tr"])
+    assert "plots/training.png" in _images(sub) and "plots/hessian_spectra.png" not in _images(sub)
+    with pytest.raises(ValueError, match="nope: not under"):
+        write_report(sweep_root, tmp_path / "x", sweeps=["nope"])
+
+
+# --------------------------------------------------------------------------- the browser
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _browser_or_skip():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package")
+    if missing:
+        reason = (f"headless browser test needs {', '.join(missing)} (make test installs "
+                  "Debian's chromium and chromium-driver when run as root)")
+        if os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + "; HARNESS_REQUIRE_BROWSER=1 requires it")
+        pytest.skip(reason)
+
+
+@pytest.mark.slow
+def test_report_opens_in_headless_chromium(sweep_root, tmp_path):
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    index = write_report(sweep_root, tmp_path / "page")
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(index.resolve().as_uri())
+        driver.execute_async_script(  # wait until every image has loaded or failed
+            "const done = arguments[arguments.length - 1];"
+            "Promise.all([...document.images].map(i => i.complete ? 1 : new Promise(r => "
+            "{i.onload = r; i.onerror = r;}))).then(() => done(1));")
+        images = driver.execute_script(
+            "return [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth]);")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        title = driver.title
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert title.startswith("harness report")
+    assert len(images) >= 17
+    assert [src for src, width in images if not width > 0] == []
+    assert errors == []
