@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean chromium
 
 venv: $(STAMP)
 
@@ -22,8 +22,20 @@ $(STAMP): pyproject.toml Makefile
 demo: venv
 	$(BIN)/harness demo
 
-test: venv
+test: venv chromium
 	$(BIN)/python -m pytest
+
+# The report's browser test uses Debian's chromium + chromedriver (no browser downloads).
+# Installed when missing and we are root; otherwise that test skips (or fails under
+# HARNESS_REQUIRE_BROWSER=1, as CI sets).
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver"; \
+	    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else echo "chromium missing and not root: the report's browser test will skip"; fi; \
+	fi
 
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py
