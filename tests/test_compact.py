@@ -8,15 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_sweep
 
 import harness
-import harness.compact as compact
-from harness import cli
+from harness import cli, compact
 from harness.executor import RunConfig, run_units
 from harness.spec import validate
 from harness.store import Store
-
-from conftest import write_sweep
 
 N = 150
 DOC = {"name": "many", "tasks": {"noop": {"index": list(range(N)), "sleep_s": 0.0}}}
@@ -108,7 +106,7 @@ def test_unreadable_unit_file_stops_compaction_before_anything_is_deleted(finish
 
 
 def test_units_after_compaction_and_overlapping_parts(finished, capsys):
-    path, root, before = finished
+    path, root, _ = finished
     store = Store(root)
     compact.compact_sweep(root, "many")
     # the sweep grows: new units land as unit files beside the part
