@@ -62,20 +62,20 @@ def elastic_transform(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Te
     amplitude, sigma, affine = (float(p) * x.shape[-2] for p in params)
     n, _, h, w = x.shape
     dev, f64 = x.device, torch.float64
-    ys = torch.arange(h, device=dev, dtype=f64).view(1, h, 1).expand(n, h, w)
-    xs = torch.arange(w, device=dev, dtype=f64).view(1, 1, w).expand(n, h, w)
+    ys = torch.arange(h, device=dev, dtype=x.dtype).view(1, h, 1).expand(n, h, w)
+    xs = torch.arange(w, device=dev, dtype=x.dtype).view(1, 1, w).expand(n, h, w)
     if affine > 0:
         cx, cy, size = float(w // 2), float(h // 2), float(min(h, w) // 3)
         p1 = torch.tensor([[cx + size, cy + size], [cx + size, cy - size], [cx - size, cy - size]], dtype=f64, device=dev)
         p2 = p1 + (2 * rng.uniform(2, (3, 2), f64) - 1) * affine  # (N, 3, 2) as (x, y)
         # inverse map: source = A @ [x_dst, y_dst, 1], from the three dst -> src pairs
         dst = torch.cat([p2, torch.ones(n, 3, 1, dtype=f64, device=dev)], dim=2)
-        inv = torch.linalg.solve(dst, p1.expand(n, 3, 2))  # (N, 3, 2)
+        inv = torch.linalg.solve(dst, p1.expand(n, 3, 2)).to(x.dtype)  # (N, 3, 2)
         sx = xs * inv[:, 0, 0].view(n, 1, 1) + ys * inv[:, 1, 0].view(n, 1, 1) + inv[:, 2, 0].view(n, 1, 1)
         sy = xs * inv[:, 0, 1].view(n, 1, 1) + ys * inv[:, 1, 1].view(n, 1, 1) + inv[:, 2, 1].view(n, 1, 1)
         x = _sample(x, sx, sy, mirror_at_centers=True)
     if amplitude > 0:
-        noise = 2 * rng.uniform(0, (2, h, w), f64) - 1
+        noise = 2 * rng.uniform(0, (2, h, w), x.dtype) - 1
         d = ops.gaussian_filter(noise, sigma, mode="reflect", truncate=3.0) * amplitude
         x = _sample(x, xs + d[:, 0], ys + d[:, 1], mirror_at_centers=False)
     return x
@@ -175,15 +175,18 @@ def _dct_matrix() -> torch.Tensor:
 
 
 def _blocks_roundtrip(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Level-shifted plane (N, H, W), H and W multiples of 8 -> quantized and decoded plane."""
+    """Level-shifted plane (N, H, W), H and W multiples of 8 -> quantized and decoded plane.
+
+    The 2-D DCT of every block is one GEMM with the 64x64 matrix D (x) D.
+    """
     n, h, w = p.shape
-    d = _dct_matrix().to(device=p.device, dtype=p.dtype)
-    b = p.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
-    coef = d @ b @ d.T
-    q = table.to(device=p.device, dtype=p.dtype)
-    coef = torch.round(coef / q) * q
-    b = d.T @ coef @ d
-    return b.permute(0, 1, 3, 2, 4).reshape(n, h, w)
+    d = _dct_matrix()
+    d2 = torch.kron(d, d).to(device=p.device, dtype=p.dtype)  # vec(D B D^T) = (D (x) D) vec(B)
+    b = p.reshape(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 64)
+    q = table.reshape(64).to(device=p.device, dtype=p.dtype)
+    coef = torch.round((b @ d2.T) / q) * q
+    b = coef @ d2
+    return b.reshape(n, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, h, w)
 
 
 def _pad_to(x: torch.Tensor, mh: int, mw: int) -> torch.Tensor:
@@ -218,7 +221,7 @@ def jpeg_compression(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Ten
     """
     (quality,) = params
     h, w = x.shape[-2:]
-    v = torch.round(x.to(torch.float64) * 255.0)
+    v = torch.round(x.to(torch.float32) * 255.0)
     r, g, b = v[:, 0], v[:, 1], v[:, 2]
     y = torch.round(0.299 * r + 0.587 * g + 0.114 * b)
     cb = torch.round(-0.168735892 * r - 0.331264108 * g + 0.5 * b + 128)

@@ -31,23 +31,24 @@ def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
     small = flat < 10
     rows, cols = torch.nonzero(small, as_tuple=True)
     if rows.numel():
-        lam_s = flat[rows, cols]
-        u = rng.uniform_at(stream, rows, cols, torch.float64)
+        lam_s = flat[rows, cols].float()
+        u = rng.uniform_at(stream, rows, cols, torch.float32)
         p = torch.exp(-lam_s)
         cdf = p.clone()
         k = torch.zeros_like(lam_s)
+        active = torch.arange(len(lam_s), device=lam.device)  # elements whose search goes on
         i = 0
-        while True:
-            more = u > cdf
-            if i % 8 == 0 and not bool(more.any()):
-                break
-            i += 1
-            k += more.to(k.dtype)
-            p = p * lam_s / i
-            cdf = cdf + p
-            if i > 200:  # cdf round-off; unreachable for lam < 10 in practice
-                break
-        out[rows, cols] = k
+        while active.numel() and i < 100:  # P(X > 100 | lam < 10) is nil
+            for _ in range(4):  # a few steps between compactions
+                i += 1
+                more = u > cdf
+                k += more
+                p *= lam_s
+                p /= i
+                cdf += p
+            keep = torch.nonzero(u > cdf, as_tuple=True)[0]
+            out[rows[active], cols[active]] = k.double()
+            active, u, cdf, k, p, lam_s = (t[keep] for t in (active, u, cdf, k, p, lam_s))
     rows, cols = torch.nonzero(~small, as_tuple=True)
     for r in range(_PTRS_ROUNDS):
         if not rows.numel():
@@ -85,7 +86,7 @@ def shot_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
 def impulse_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     """skimage random_noise(mode='s&p'): each value flips with prob. `amount`, to 1 or 0 equally."""
     (amount,) = params
-    shape = tuple(x.shape[1:])
-    flipped = rng.uniform(0, shape, torch.float32) < amount
-    salted = rng.uniform(1, shape, torch.float32) < 0.5
-    return torch.where(flipped, salted.to(x.dtype), x)
+    bits = rng.bits(0, tuple(x.shape[1:]))
+    flipped = (bits >> 8) < round(amount * (1 << 24))  # u < amount on the 24-bit grid
+    salted = (bits & 1).to(x.dtype)  # the low bit: salt or pepper, even odds
+    return torch.where(flipped, salted, x)

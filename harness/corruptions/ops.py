@@ -131,14 +131,16 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
     iv = i.to(x.device).unsqueeze(0)
     oy = torch.ceil(iv * torch.sin(a).unsqueeze(1) - 0.5).to(torch.int64)  # (N, width)
     ox = torch.ceil(iv * torch.cos(a).unsqueeze(1) - 0.5).to(torch.int64)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
+    pad = width  # |offset| <= width - 1
+    xp = x.index_select(2, border_index(h, pad, pad, "nearest", x.device))
+    xp = xp.index_select(3, border_index(w, pad, pad, "nearest", x.device))
+    pw = w + 2 * pad
+    flat = xp.reshape(n, c, -1)
+    base = ((torch.arange(h, device=x.device) + pad).view(h, 1) * pw + torch.arange(w, device=x.device) + pad).view(1, 1, -1)
+    shift = oy * pw + ox  # (N, width): flat offset of each tap in the padded image
+    weight = k.view(1, -1) * ((oy.abs() < h) & (ox.abs() < w)).to(x.dtype)
+    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
     for t in range(width):
-        inside = ((oy[:, t].abs() < h) & (ox[:, t].abs() < w)).to(x.dtype)
-        yy = (ys + oy[:, t].view(n, 1, 1)).clamp(0, h - 1)
-        xx = (xs + ox[:, t].view(n, 1, 1)).clamp(0, w - 1)
-        idx = (yy * w + xx).reshape(n, 1, h * w).expand(n, c, h * w)
-        out += (k[t] * inside).view(n, 1, 1) * flat.gather(2, idx)
+        idx = (base + shift[:, t].view(n, 1, 1)).expand(n, c, h * w)
+        out += weight[:, t].view(n, 1, 1) * flat.gather(2, idx)
     return out.reshape(n, c, h, w)

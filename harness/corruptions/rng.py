@@ -25,11 +25,22 @@ _GOLDEN = 0x9E3779B9
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
     """Mix int64 values in [0, 2**32) to well-scrambled values in [0, 2**32)."""
-    x = x ^ (x >> 16)
-    x = (x * _M1) & _MASK
-    x = x ^ (x >> 15)
-    x = (x * _M2) & _MASK
-    return x ^ (x >> 15)
+    return _hash32_(x.clone())
+
+
+def _hash32_(x: torch.Tensor) -> torch.Tensor:
+    """`hash32` in place (no temporaries beyond one buffer: allocation dominates otherwise)."""
+    t = x >> 16
+    x ^= t
+    x *= _M1
+    x &= _MASK
+    torch.bitwise_right_shift(x, 15, out=t)
+    x ^= t
+    x *= _M2
+    x &= _MASK
+    torch.bitwise_right_shift(x, 15, out=t)
+    x ^= t
+    return x
 
 
 def hash32_int(x: int) -> int:
@@ -78,15 +89,20 @@ class ImageRNG:
         ka, kb = self._keys(stream)
         m = math.prod(shape)
         e = torch.arange(m, dtype=torch.int64, device=self.device)
-        h = hash32((e.unsqueeze(0) + ka.unsqueeze(1)) & _MASK)
-        h = hash32(h ^ kb.unsqueeze(1))
-        return h.reshape(self.n, *shape)
+        h = e.unsqueeze(0) + ka.unsqueeze(1)
+        h &= _MASK
+        _hash32_(h)
+        h ^= kb.unsqueeze(1)
+        return _hash32_(h).reshape(self.n, *shape)
 
     def bits_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
         """`bits(stream, shape).reshape(N, -1)[rows, elems]` without drawing the rest."""
         ka, kb = self._keys(stream)
-        h = hash32((elems + ka[rows]) & _MASK)
-        return hash32(h ^ kb[rows])
+        h = elems + ka[rows]
+        h &= _MASK
+        _hash32_(h)
+        h ^= kb[rows]
+        return _hash32_(h)
 
     def uniform_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`uniform(stream, shape).reshape(N, -1)[rows, elems]`."""
@@ -94,8 +110,12 @@ class ImageRNG:
 
     def uniform(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) uniform on the open interval (0, 1), 24-bit resolution."""
-        b = self.bits(stream, shape) >> 8
-        return (b.to(dtype) + 0.5) * (1.0 / (1 << 24))
+        b = self.bits(stream, shape)
+        b >>= 8
+        u = b.to(dtype)
+        u += 0.5
+        u *= 1.0 / (1 << 24)
+        return u
 
     def normal(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) standard normal by Box-Muller (both outputs used)."""
