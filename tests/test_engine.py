@@ -1,24 +1,14 @@
-"""The executors end to end: local vs Ray, resume, failures, a killed worker, Ctrl-C."""
+"""The executors end to end: local vs Ray, resume, failures (faults: tests/test_faults.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-
 import pandas as pd
-import pytest
+from conftest import comparable, tiny_eval_doc, write_sweep
 
 import harness
 from harness import cli
 from harness.executor import RunConfig, run_units
 from harness.spec import validate
-
-from conftest import comparable, harness_env, tiny_eval_doc, write_sweep
 
 
 def test_local_evaluate_sweep_gives_real_metrics(tmp_path):
@@ -93,7 +83,7 @@ def test_failure_is_cleared_when_the_unit_later_succeeds(tmp_path):
 
 
 def test_worker_cache_builds_each_model_once(tmp_path, monkeypatch):
-    import harness.workload as workload
+    from harness import workload
 
     calls = []
     real = workload.build_model
@@ -103,64 +93,3 @@ def test_worker_cache_builds_each_model_once(tmp_path, monkeypatch):
     summary = run_units(validate(doc).units(), str(tmp_path), RunConfig(kind="local", device="cpu"))
     assert summary.done == 8
     assert sorted(calls) == ["resnet18", "vit_ti"]
-
-
-def _wait_for_files(directory: Path, count: int, timeout: float = 120.0) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = list(directory.glob("*.parquet")) if directory.exists() else []
-        if len(files) >= count:
-            return files
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} result files in {directory} after {timeout}s")
-
-
-def test_sigkilled_worker_units_rerun_exactly_once(tmp_path, ray_session):
-    doc = {"name": "kill", "tasks": {"noop": {"index": list(range(24)), "sleep_s": 0.25}}}
-    units = validate(doc).units()
-    result = {}
-    runner = threading.Thread(target=lambda: result.setdefault(
-        "summary", run_units(units, str(tmp_path), RunConfig(kind="ray", workers=2))))
-    runner.start()
-    first = _wait_for_files(tmp_path / "kill" / "noop", 3)
-    victim = int(pd.read_parquet(first[0])["pid"][0])
-    os.kill(victim, signal.SIGKILL)
-    runner.join(timeout=180)
-    assert not runner.is_alive()
-    summary = result["summary"]
-    assert (summary.done, summary.failed) == (24, 0)
-    df = harness.load(str(tmp_path), task="noop")
-    assert len(df) == 24 and df["unit_id"].is_unique
-    assert sorted(df["index"]) == list(range(24))
-    assert df["pid"].nunique() >= 3  # the killed actor was replaced by a new process
-    assert victim in set(df["pid"])
-    assert df["attempt"].max() == 2  # the killed actor's in-flight units ran again
-
-
-@pytest.mark.slow
-def test_interrupted_driver_resumes_to_the_uninterrupted_table(tmp_path):
-    doc = {"name": "intr", "tasks": {"noop": {"index": list(range(16)), "sleep_s": 0.4,
-                                              "work_iters": 5}}}
-    path = write_sweep(tmp_path / "intr.yaml", doc)
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(path), "--workers", "2",
-           "--results", str(tmp_path / "res")]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=harness_env(),
-                            start_new_session=True)
-    _wait_for_files(tmp_path / "res" / "intr" / "noop", 3)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    done_before = len(list((tmp_path / "res" / "intr" / "noop").glob("*.parquet")))
-    assert 3 <= done_before < 16
-
-    again = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=harness_env(), timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"{done_before} done, {16 - done_before} to run" in again.stderr
-    assert f"ran {16 - done_before} of {16 - done_before} units" in again.stderr
-
-    units = validate(doc).units()
-    run_units(units, str(tmp_path / "ref"), RunConfig(kind="local"))
-    resumed = comparable(harness.load(str(tmp_path / "res"), task="noop"))
-    reference = comparable(harness.load(str(tmp_path / "ref"), task="noop"))
-    pd.testing.assert_frame_equal(resumed, reference)

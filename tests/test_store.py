@@ -70,20 +70,9 @@ def test_temp_files_are_never_read(noop_results):
     assert Store(str(root)).unit_ids("st", "noop") == {u.unit_id for u in units}
 
 
-def test_leftover_temp_file_does_not_mark_a_unit_done(tmp_path):
-    units = validate(NOOP).units()
-    store = Store(str(tmp_path))
-    (tmp_path / "st" / "noop").mkdir(parents=True)
-    (tmp_path / "st" / "noop" / f".{units[0].unit_id}.1.abcd.tmp").write_bytes(b"partial")
-    assert store.unit_ids("st", "noop") == set()
-    run_units(units[:1], str(tmp_path), RunConfig(kind="local"))
-    assert store.unit_ids("st", "noop") == {units[0].unit_id}
-    assert len(harness.load(str(tmp_path), task="noop")) == 1
-
-
 def test_atomic_write_leaves_no_temp_on_error(tmp_path):
     store = Store(str(tmp_path))
 
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         store.write_table("s", "t", "u1", "not a table")  # type: ignore[arg-type]
     assert list((tmp_path / "s" / "t").iterdir()) == []
