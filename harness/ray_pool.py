@@ -235,7 +235,8 @@ class _Pool:
         unit, attempt = batch.units[batch.next]
         try:
             result = Outcome(**ray.get(next(batch.stream)))
-        except StopIteration:  # cannot happen before the last unit; be safe
+        except StopIteration:  # the stream ended early (cannot happen): re-queue the rest
+            self._requeue(batch.units[batch.next:])
             self._advance(slot, finished=True)
             return
         except RayActorError as exc:
