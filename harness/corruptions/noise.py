@@ -20,40 +20,53 @@ def gaussian_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tenso
 def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
     """Poisson draws, one per element of lam (N, ...), from counter-based uniforms.
 
-    numpy's algorithms: inversion (sequential search) for lam < 10, Hormann's
-    PTRS transformed rejection for lam >= 10 (acceptance > 90% per round). After
-    `_PTRS_ROUNDS` rounds (a leftover chance < 1e-12) the rest take a rounded
-    normal approximation, so the loop has a fixed bound.
+    numpy's algorithms: inversion (sequential search of the CDF, float32) for
+    lam < 10, Hormann's PTRS transformed rejection (float64) for lam >= 10
+    (acceptance > 90% per round). After `_PTRS_ROUNDS` rounds (a leftover
+    chance < 1e-12) the rest take a rounded normal approximation, so every loop
+    has a fixed bound. Elements that are done drop out of the work arrays.
     """
-    n = lam.shape[0]
-    flat = lam.reshape(n, -1).to(torch.float64)
-    out = torch.zeros_like(flat)
+    m = lam[0].numel()
+    flat = lam.reshape(-1)
+    out = torch.zeros(flat.shape, dtype=torch.float32, device=lam.device)
+    u_all = rng.uniform(stream, (m,), torch.float32).reshape(-1)
     small = flat < 10
-    rows, cols = torch.nonzero(small, as_tuple=True)
-    if rows.numel():
-        lam_s = flat[rows, cols].float()
-        u = rng.uniform_at(stream, rows, cols, torch.float32)
-        p = torch.exp(-lam_s)
-        cdf = p.clone()
-        k = torch.zeros_like(lam_s)
-        active = torch.arange(len(lam_s), device=lam.device)  # elements whose search goes on
-        i = 0
-        while active.numel() and i < 100:  # P(X > 100 | lam < 10) is nil
-            for _ in range(4):  # a few steps between compactions
-                i += 1
-                more = u > cdf
-                k += more
-                p *= lam_s
-                p /= i
-                cdf += p
+    # dense first pass over every element (large-lam ones get lam = 0: done at once) ...
+    lam_s = torch.where(small, flat.float(), 0.0)
+    u = u_all
+    p = torch.exp(-lam_s)
+    cdf = p.clone()
+    k = torch.zeros_like(lam_s)
+    idx = None
+    i = 0
+    while i < 100:  # P(X > 100 | lam < 10) is nil
+        for _ in range(12 if idx is None else 8):
+            i += 1
+            k += u > cdf
+            p *= lam_s
+            p *= 1.0 / i
+            cdf += p
+        if idx is None:
+            out.copy_(k)
+            idx = torch.nonzero(u > cdf, as_tuple=True)[0]
+        else:
+            out[idx] = k
             keep = torch.nonzero(u > cdf, as_tuple=True)[0]
-            out[rows[active], cols[active]] = k.double()
-            active, u, cdf, k, p, lam_s = (t[keep] for t in (active, u, cdf, k, p, lam_s))
-    rows, cols = torch.nonzero(~small, as_tuple=True)
-    for r in range(_PTRS_ROUNDS):
-        if not rows.numel():
+            idx = idx[keep]
+            if not idx.numel():
+                break
+            u, cdf, k, p, lam_s = (t[keep] for t in (u, cdf, k, p, lam_s))
+            continue
+        if not idx.numel():
             break
-        lam_b = flat[rows, cols]
+        # ... then only the few whose search goes on
+        u, cdf, k, p, lam_s = (t[idx] for t in (u, cdf, k, p, lam_s))
+    idx = torch.nonzero(~small, as_tuple=True)[0]
+    for r in range(_PTRS_ROUNDS):
+        if not idx.numel():
+            break
+        rows, cols = idx // m, idx % m
+        lam_b = flat[idx].double()
         slam, loglam = torch.sqrt(lam_b), torch.log(lam_b)
         b = 0.931 + 2.53 * slam
         a = -0.059 + 0.02483 * b
@@ -68,12 +81,12 @@ def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
         rhs = -lam_b + k * loglam - torch.lgamma(k + 1)
         slow = (k >= 0) & ~((us < 0.013) & (v > us)) & (lhs <= rhs)
         ok = quick | slow
-        out[rows[ok], cols[ok]] = k[ok]
-        rows, cols = rows[~ok], cols[~ok]
-    if rows.numel():
-        lam_b = flat[rows, cols]
-        z = rng.normal(stream + 1 + 2 * _PTRS_ROUNDS, (flat.shape[1],), torch.float64)[rows, cols]
-        out[rows, cols] = torch.clamp(torch.round(lam_b + torch.sqrt(lam_b) * z), min=0)
+        out[idx[ok]] = k[ok].float()
+        idx = idx[~ok]
+    if idx.numel():
+        lam_b = flat[idx].double()
+        z = rng.normal(stream + 1 + 2 * _PTRS_ROUNDS, (m,), torch.float64).reshape(-1)[idx]
+        out[idx] = torch.clamp(torch.round(lam_b + torch.sqrt(lam_b) * z), min=0).float()
     return out.reshape(lam.shape).to(lam.dtype)
 
 

@@ -5,8 +5,10 @@ set is batched, and the same on CPU and CUDA. Every random number is a pure
 function of (seed, corruption, severity, stream, image id, element index): a
 32-bit integer hash (Wellons' "hash prospector" xorshift-multiply design) of
 that tuple, so a batch is generated in one vectorized pass with no generator
-state. Both multipliers are < 2**31 and every value is kept < 2**32, so the
-int64 products never overflow (no reliance on wrap-around).
+state. The hash runs on int32 tensors (4-8x faster than int64 on CPU): it
+relies on int32 multiplication and addition wrapping modulo 2**32 (two's
+complement, as every torch backend computes them); right shifts are masked to
+be logical. `hash32_int` is the plain-Python reference the tests hold it to.
 """
 
 from __future__ import annotations
@@ -23,22 +25,28 @@ _M2 = 0x735A2D97
 _GOLDEN = 0x9E3779B9
 
 
+def _to_i32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values in [0, 2**32) -> the int32 tensor with the same 32 bits."""
+    return torch.where(x >= 2**31, x - 2**32, x).to(torch.int32)
+
+
 def hash32(x: torch.Tensor) -> torch.Tensor:
-    """Mix int64 values in [0, 2**32) to well-scrambled values in [0, 2**32)."""
-    return _hash32_(x.clone())
+    """Mix int64 values in [0, 2**32) to well-scrambled int64 values in [0, 2**32)."""
+    return _hash32_(_to_i32(x)).to(torch.int64) & _MASK
 
 
 def _hash32_(x: torch.Tensor) -> torch.Tensor:
-    """`hash32` in place (no temporaries beyond one buffer: allocation dominates otherwise)."""
+    """The hash, in place on an int32 tensor (wrapping products, logical shifts)."""
     t = x >> 16
+    t &= 0xFFFF
     x ^= t
     x *= _M1
-    x &= _MASK
     torch.bitwise_right_shift(x, 15, out=t)
+    t &= 0x1FFFF
     x ^= t
     x *= _M2
-    x &= _MASK
     torch.bitwise_right_shift(x, 15, out=t)
+    t &= 0x1FFFF
     x ^= t
     return x
 
@@ -79,30 +87,34 @@ class ImageRNG:
         self.n = int(ids.shape[0])
 
     def _keys(self, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two int32 keys per image for `stream`."""
         s = _fold(self.base, stream)
         ka = hash32(hash32(self.ids_lo ^ s) ^ self.ids_hi)
         kb = hash32(ka ^ _GOLDEN)
-        return ka, kb
+        return _to_i32(ka), _to_i32(kb)
+
+    def _bits32(self, stream: int, m: int) -> torch.Tensor:
+        """(N, m) int32 hash words (all 32 bits random)."""
+        ka, kb = self._keys(stream)
+        e = torch.arange(m, dtype=torch.int32, device=self.device)
+        h = e.unsqueeze(0) + ka.unsqueeze(1)
+        _hash32_(h)
+        h ^= kb.unsqueeze(1)
+        return _hash32_(h)
 
     def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """(N, *shape) int64 uniform on [0, 2**32)."""
-        ka, kb = self._keys(stream)
-        m = math.prod(shape)
-        e = torch.arange(m, dtype=torch.int64, device=self.device)
-        h = e.unsqueeze(0) + ka.unsqueeze(1)
+        h = self._bits32(stream, math.prod(shape)).to(torch.int64)
         h &= _MASK
-        _hash32_(h)
-        h ^= kb.unsqueeze(1)
-        return _hash32_(h).reshape(self.n, *shape)
+        return h.reshape(self.n, *shape)
 
     def bits_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
         """`bits(stream, shape).reshape(N, -1)[rows, elems]` without drawing the rest."""
         ka, kb = self._keys(stream)
-        h = elems + ka[rows]
-        h &= _MASK
+        h = elems.to(torch.int32) + ka[rows]
         _hash32_(h)
         h ^= kb[rows]
-        return _hash32_(h)
+        return _hash32_(h).to(torch.int64) & _MASK
 
     def uniform_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`uniform(stream, shape).reshape(N, -1)[rows, elems]`."""
@@ -110,12 +122,13 @@ class ImageRNG:
 
     def uniform(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) uniform on the open interval (0, 1), 24-bit resolution."""
-        b = self.bits(stream, shape)
+        b = self._bits32(stream, math.prod(shape))
         b >>= 8
+        b &= 0xFFFFFF
         u = b.to(dtype)
         u += 0.5
         u *= 1.0 / (1 << 24)
-        return u
+        return u.reshape(self.n, *shape)
 
     def normal(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) standard normal by Box-Muller (both outputs used)."""
