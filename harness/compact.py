@@ -35,6 +35,8 @@ from harness.store import PART_IDS_KEY, Store, checked_format, known_schema, uni
 #: Defaults: parts of ≤ 512 MiB of unit files, row groups of ≤ 64 MiB in memory.
 PART_BYTES = 512 * 2**20
 ROW_GROUP_BYTES = 64 * 2**20
+#: Unit files read per scan (one multi-threaded pyarrow read each).
+READ_FILES = 256
 
 
 @dataclass
@@ -102,22 +104,26 @@ def _chunks(infos: list[pafs.FileInfo], limit: int) -> Iterator[list[pafs.FileIn
 def _write_part(store: Store, sweep: str, task: str, paths: list[str],
                 schema: pa.Schema | None, row_group_bytes: int) -> int:
     """Stream `paths` into one new part; return its row count once it reads back whole."""
-    dataset = ds.dataset(paths, filesystem=store.fs, format=checked_format(), schema=schema)
+    if schema is None:  # a task this install does not know: take the first file's columns
+        with store.fs.open_input_file(paths[0]) as f:
+            schema = pq.read_schema(f)
     ids = [unit_id_of(p) for p in paths]
-    schema = dataset.schema.with_metadata({PART_IDS_KEY: json.dumps(ids).encode()})
+    schema = schema.remove_metadata().with_metadata({PART_IDS_KEY: json.dumps(ids).encode()})
     written = [0]
 
     def row_groups() -> Iterator[pa.Table]:
-        pending: list[pa.RecordBatch] = []
+        pending: list[pa.Table] = []
         size = 0
-        for batch in dataset.to_batches():
-            pending.append(batch)
-            size += batch.nbytes
+        for start in range(0, len(paths), READ_FILES):
+            table = ds.dataset(paths[start:start + READ_FILES], filesystem=store.fs,
+                               format=checked_format(), schema=schema).to_table()
+            pending.append(table)
+            size += table.nbytes
             if size >= row_group_bytes:
-                yield _flush(pending, schema, written)
+                yield from _row_groups(pending, schema, row_group_bytes, written)
                 pending, size = [], 0
         if pending:
-            yield _flush(pending, schema, written)
+            yield from _row_groups(pending, schema, row_group_bytes, written)
 
     directory = store.compacted_dir(sweep, task)
     name = f"part-{len(store.part_files(sweep, task)):05d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -131,10 +137,16 @@ def _write_part(store: Store, sweep: str, task: str, paths: list[str],
     return written[0]
 
 
-def _flush(batches: list[pa.RecordBatch], schema: pa.Schema, written: list[int]) -> pa.Table:
-    table = pa.Table.from_batches(batches, schema=schema)
-    written[0] += table.num_rows
-    return table
+def _row_groups(tables: list[pa.Table], schema: pa.Schema, limit: int,
+                written: list[int]) -> Iterator[pa.Table]:
+    """Row groups of about `limit` bytes in memory, with contiguous columns (a table of
+    many tiny chunks writes slowly)."""
+    table = pa.concat_tables(tables).replace_schema_metadata(schema.metadata).combine_chunks()
+    step = max(1, int(table.num_rows * limit / max(table.nbytes, 1)))
+    for start in range(0, table.num_rows, step):
+        piece = table.slice(start, step)
+        written[0] += piece.num_rows
+        yield piece
 
 
 def _delete_files(store: Store, paths: list[str]) -> None:
