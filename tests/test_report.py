@@ -237,10 +237,21 @@ FEAT = {"dataset": "digits", "max_samples": 32, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")
-def sweep_root(tmp_path_factory) -> str:
+def sweep_root(tmp_path_factory):
     """Train two tiny models at two data sizes (snapshots every epoch), then run every
     analysis task on their checkpoints: the results a report is made from."""
+    import torch
+
     root = str(tmp_path_factory.mktemp("report") / "results")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and immune to a busy CPU
+    try:
+        yield _sweep(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sweep(root: str) -> str:
     _run(root, {"name": "tr", "tasks": {"train": [{**SMALL_RESNET, **TRAIN},
                                                   {**SMALL_VIT, **TRAIN}]}})
     train = harness.load(root, task="train")
@@ -260,6 +271,11 @@ def sweep_root(tmp_path_factory) -> str:
         "fourier": {"checkpoint": list(ck.values()), **FEAT},
         "featvar": {"checkpoint": list(ck.values()), **FEAT},
         "lesion": {"checkpoint": [ck["vit_ti", 0.2]], **FEAT},
+        "corruption": {"checkpoint": [ck["resnet18", 0.2], ck["vit_ti", 0.2]],
+                       "corruption": ["gaussian_noise", "impulse_noise"], "severity": [1, 3],
+                       **FEAT},
+        "freqnoise": {"checkpoint": [ck["resnet18", 0.2], ck["vit_ti", 0.2]],
+                      "frequency": [0.2, 0.8], **FEAT},
     }})
     return root
 
@@ -269,7 +285,8 @@ def frames(sweep_root) -> dict[str, pd.DataFrame]:
     from harness.report import load_joined
 
     return {t: load_joined(sweep_root, t) for t in
-            ("train", "evaluate", "landscape", "hessian", "fourier", "featvar", "lesion")}
+            ("train", "evaluate", "landscape", "hessian", "fourier", "featvar", "lesion",
+             "corruption", "freqnoise")}
 
 
 def _assert_drawn(fig, tmp_path: Path, name: str) -> None:
@@ -280,13 +297,6 @@ def _assert_drawn(fig, tmp_path: Path, name: str) -> None:
     assert img.shape[0] > 100 and img.shape[1] > 100
     background = img[0, 0]
     assert (np.abs(img - background).sum(axis=-1) > 0.1).mean() > 0.01  # >1% pixels drawn
-
-
-def _contract_corruption() -> pd.DataFrame:
-    """Corruption rows as the corruption task writes them (its contract columns)."""
-    df = _corruption()
-    return df.assign(nll=1.0, ece=0.1, clean_nll=0.5, clean_ece=0.05,
-                     error_rel_clean=(1 - df["acc"]) / (1 - df["clean_acc"]))
 
 
 @pytest.mark.slow
@@ -313,11 +323,8 @@ def test_every_plot_draws_from_real_results(frames, tmp_path):
         "reliability": plots.plot_reliability(f["evaluate"]),
         "data_size": plots.plot_data_size(train_final(f["train"])),
         "training": plots.plot_training(f["train"]),
-        # no corruption / freqnoise task is registered yet: rows with their contract columns
-        "robustness": plots.plot_robustness(_contract_corruption()),
-        "freqnoise": plots.plot_freqnoise(_rows(4, model=["vit_ti"] * 2 + ["resnet18"] * 2,
-                                                frequency=[0.3, 0.8] * 2, bandwidth=0.2,
-                                                noise_norm=1.0, acc_drop=[0.15, 0.05, 0.02, 0.1])),
+        "robustness": plots.plot_robustness(f["corruption"]),
+        "freqnoise": plots.plot_freqnoise(f["freqnoise"]),
     }
     for name, fig in drawn.items():
         _assert_drawn(fig, tmp_path, name)
@@ -332,9 +339,14 @@ def test_every_plot_draws_from_real_results(frames, tmp_path):
     table = model_comparison(f["evaluate"])
     assert len(table) == 12 and set(table["epoch"]) == {1, 2, 3}
     # the small ViT's two MSA blocks are shaded in its panels, no block of the ResNet is
-    shaded = {ax.get_title(): len(ax.patches) for ax in drawn["fourier_depth"].axes}
+    shaded = {ax.get_title(): len(ax.patches) for ax in drawn["fourier_depth"].axes
+              if ax.get_visible()}
     assert sorted(shaded.values()) == [0, 0, 2, 2]
     assert all(n == (2 if t.startswith("vit_ti") else 0) for t, n in shaded.items())
+    # robustness: 2 corruptions x 2 severities per model; mCE of the reference is 1
+    rob = robustness(f["corruption"])
+    assert rob["n_sets"].tolist() == [4, 4] and rob["robustness"].between(0, 1).all()
+    assert mce(f["corruption"]).set_index("model").loc["resnet18", "mce"] == pytest.approx(1.0)
 
 
 def _images(index: Path) -> list[str]:
@@ -373,12 +385,13 @@ def test_report_renders_every_item_and_survives_a_failing_plot(sweep_root, tmp_p
     # the failing plot shows its error in place, escaped; the other plots are still there
     assert "RuntimeError: featvar &lt;broken&gt;" in text and "plots/fourier_depth.png" in srcs
     # missing tasks are named, pending units counted from the stored spec, text escaped
-    assert "No data for:" in text and "Corruption robustness" in text
     assert "an/evaluate: 1 of 2 units pending" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text
     # a sweep subset: only that sweep's items; an unknown sweep is a clear error
     sub = write_report(sweep_root, tmp_path / "sub", sweeps=["tr"])
     assert "plots/training.png" in _images(sub) and "plots/hessian_spectra.png" not in _images(sub)
+    missing = next(line for line in sub.read_text().split("<p") if "No data for:" in line)
+    assert "Hessian eigenvalue statistics" in missing and "Model comparison" in missing
     with pytest.raises(ValueError, match="nope: not under"):
         write_report(sweep_root, tmp_path / "x", sweeps=["nope"])
 

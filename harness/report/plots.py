@@ -65,8 +65,9 @@ def _styles(groups: list[tuple[str, str, pd.DataFrame]]) -> dict[str, dict]:
 
 
 def _legend(ax, n: int) -> None:
-    if n:  # beside the axes: labels of model variants are long
-        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if n:  # below the axes, one entry a line: labels of model variants are long
+        ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
+                         fontsize=7, frameon=False, ncols=1)
 
 
 # --------------------------------------------------------------------------- landscapes
