@@ -416,13 +416,19 @@ def _browser_or_skip():
         pytest.skip(reason)
 
 
+@pytest.fixture(scope="module")
+def page(sweep_root, tmp_path_factory) -> Path:
+    """The report of the tiny sweep, rendered once."""
+    return write_report(sweep_root, tmp_path_factory.mktemp("page"))
+
+
 @pytest.mark.slow
-def test_report_opens_in_headless_chromium(sweep_root, tmp_path):
+def test_report_opens_in_headless_chromium(page):
     _browser_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    index = write_report(sweep_root, tmp_path / "page")
+    index = page
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
