@@ -40,6 +40,8 @@ log = logging.getLogger("harness.ray")
 
 #: Work per actor call the batch size aims at: ≫ the ~1 ms a call costs, ≪ a unit timeout.
 TARGET_BATCH_S = 0.1
+#: Warn when no actor has started after this long (the cluster may lack the resources).
+START_WARNING_S = 60.0
 
 
 class SecurityError(ExecutorError):
@@ -171,6 +173,7 @@ class _Pool:
         self.unit_s: float | None = None  # running mean of a unit's wall time
         self.deaths_since_success = 0
         self.started = time.perf_counter()
+        self.warned = False
 
     def _spawn(self) -> _Slot:
         actor = self.remote.remote(self.results_root, self.config.num_gpus, self.config.num_cpus)
@@ -178,16 +181,19 @@ class _Pool:
 
     # -- dispatch ------------------------------------------------------------
     def fill(self) -> None:
+        """Queue batches on started actors only: one that never starts (its node is gone, the
+        cluster lacks its resources) holds no units."""
         now = time.perf_counter()
         for slot in self.slots:
-            while self.queue and len(slot.batches) < self.config.max_inflight:
+            while (self.queue and slot.ready is None
+                   and len(slot.batches) < self.config.max_inflight):
                 n = batch_size(self.unit_s, self.config.max_batch, len(self.queue),
                                len(self.slots) * self.config.max_inflight)
                 units = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
                 stream = slot.actor.run_batch.options(num_returns="streaming").remote(
                     [u.to_dict() for u, _ in units], [a for _, a in units])
                 batch = _Batch(units, stream)
-                if not slot.batches and slot.ready is None:
+                if not slot.batches:
                     batch.started = now
                 slot.batches.append(batch)
 
@@ -200,6 +206,12 @@ class _Pool:
             elif slot.batches:
                 waitables[slot.batches[0].stream] = slot
         ready, _ = ray.wait(list(waitables), num_returns=1, timeout=self._wait_s())
+        if not ready and not self.warned and all(s.ready is not None for s in self.slots) \
+                and time.perf_counter() - self.started > START_WARNING_S:
+            self.warned = True
+            log.warning("no worker actor has started after %.0f s: does the cluster have "
+                        "num_cpus=%g, num_gpus=%g free per worker? (`ray status`)",
+                        START_WARNING_S, self.config.num_cpus, self.config.num_gpus)
         for item in ready:
             slot = waitables[item]
             if item is slot.ready:
@@ -225,8 +237,6 @@ class _Pool:
             self._replace(slot, exc, charge=False)
             return
         slot.ready = None
-        if slot.batches:
-            slot.batches[0].started = time.perf_counter()
         if all(s.ready is None for s in self.slots) and not self.summary.ready_s:
             self.summary.ready_s = time.perf_counter() - self.started
 
@@ -314,6 +324,8 @@ class _Pool:
             batch = slot.batches[0]
             if now - batch.started <= limit:
                 continue
+            if ray.wait([batch.stream], timeout=0)[0]:
+                continue  # it finished just in time: its outcome is waiting to be read
             unit, attempt = batch.units[batch.next]
             exc = UnitTimeout(f"unit ran past unit_timeout={limit:g}s; its worker was replaced")
             log.warning("unit %s ran past %gs; replacing its worker", unit.unit_id, limit)
