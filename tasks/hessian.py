@@ -85,7 +85,11 @@ PARAMS = MODEL_PARAMS + (
     Param("top_k", int, 5, "eigenvalues per end", min=1),
     Param("which", str, "magnitude", "magnitude: the top_k of largest |λ| (the paper's); both: "
           "top_k largest and top_k smallest; largest; smallest", choices=WHICH),
-    Param("tol", float, 1e-3, "lanczos: residual ≤ tol·max|θ| for every wanted Ritz value; "
+    Param("start_vector", str, "gradient", "lanczos top-k start vector: gradient (random + the "
+          "gradient, converges in fewer HVPs; sharded runs use random) or random",
+          choices=("gradient", "random")),
+    Param("tol", float, 1e-3, "lanczos: error estimate min(r, r²/gap) ≤ tol·max|θ| (r: "
+          "residual) for every wanted Ritz value; "
           "pyhessian: its relative change between iterations (eigenvalues and trace)",
           min=0.0, min_exclusive=True),
     Param("max_iter", int, 100, "lanczos: steps (= HVPs); pyhessian: iterations per eigenvalue",
@@ -238,9 +242,12 @@ def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
     path = ""
     if "eigenvalues" in p["compute"]:
         before = op.hvps
+        start = (op.gradient() if p["start_vector"] == "gradient" and hasattr(op, "gradient")
+                 else None)
         eig = lanczos_eigs(op.matvec, op.n, k=p["top_k"], which=p["which"], tol=p["tol"],
                            max_iter=p["max_iter"], generator=_generator(ctx, op.device, 1),
-                           dtype=op.dtype, device=op.device, vectors=p["eigenvectors"])
+                           dtype=op.dtype, device=op.device, vectors=p["eigenvectors"],
+                           start=start)
         rows += _eigen_rows(eig.values, eig.residuals, eig.converged, eig.end, eig.rank,
                             op.hvps - before, eig.seconds)
         if p["eigenvectors"]:

@@ -15,8 +15,9 @@ import harness
 from harness.augment import soft_targets
 from harness.executor import RunConfig, run_units
 from harness.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
-                             broaden, check_hvp, explicit_attention, hutchinson_trace,
-                             lanczos_eigs, nep_ape, pyhessian_compat, slq)
+                             broaden, check_hvp, error_estimates, explicit_attention, gaussian,
+                             hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
+                             slq)
 from harness.models import build_model
 from harness.objective import batch_objective
 from harness.spec import SpecError, validate
@@ -125,6 +126,40 @@ def test_lanczos_finds_repeated_eigenvalues_after_a_breakdown():
     res = lanczos_eigs(lambda v: d * v, len(d), k=5, which="largest", tol=1e-10,
                        max_iter=len(d), dtype=F64)
     assert np.allclose(res.values, [5, 5, 5, 3, 1], atol=1e-8)
+
+
+def test_error_estimates_use_the_gap_to_the_nearest_ritz_value():
+    theta = np.array([1.0, 2.0, 2.5, 10.0])
+    res = np.array([0.1, 0.1, 0.2, 1e-3])
+    # gaps 1, 0.5, 0.5, 7.5: min(r, r²/gap) = 0.01, 0.02, 0.08, 1.33e-7
+    assert np.allclose(error_estimates(theta, res), [0.01, 0.02, 0.08, 1e-6 / 7.5])
+    # a repeated Ritz value has no gap: the residual stands
+    assert np.allclose(error_estimates(np.array([3.0, 3.0]), np.array([0.1, 0.2])), [0.1, 0.2])
+
+
+def test_gap_aware_stop_meets_tol_and_a_start_vector_hides_nothing():
+    """A clustered spectrum (like a fresh network's): at tol 1e-3 the gap-aware rule stops
+    before the plain residual rule would, every reported value is within tol·λ_max of the
+    truth, and a start vector that is exactly the top eigenvector still finds the rest."""
+    gen = torch.Generator().manual_seed(0)
+    d = torch.cat([torch.tensor([3.0, 2.9, 2.85, 2.8, 2.7]),
+                   2.6 * torch.rand(400, generator=gen, dtype=F64)]).to(F64)
+    exact = np.sort(d.numpy())[::-1][:5]
+    e0 = torch.zeros(len(d), dtype=F64)
+    e0[0] = 1.0
+    for start in (None, e0):
+        res = lanczos_eigs(lambda v: d * v, len(d), k=5, which="largest", tol=1e-3,
+                           max_iter=300, dtype=F64, start=start,
+                           generator=torch.Generator().manual_seed(1))
+        assert res.converged.all()
+        assert np.all(np.abs(res.values - exact) <= 1e-3 * exact[0])
+        tri = lanczos(lambda v: d * v, gaussian(len(d), torch.Generator().manual_seed(1), F64,
+                                                torch.device("cpu")), res.steps)
+        theta, s = tri.eig()
+        top = np.argsort(-theta)[:5]
+        plain = np.abs(tri.last_beta * s[-1, top]) <= 1e-3 * theta.max()
+        if start is None:
+            assert not plain.all()  # the residual rule alone would have gone on
 
 
 def test_hutchinson_trace_within_three_standard_errors():
