@@ -42,6 +42,9 @@ bench: venv
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_landscape.py
 	$(BIN)/python benchmarks/bench_hessian.py
+	$(BIN)/python benchmarks/bench_corruptions.py
+	$(BIN)/python benchmarks/bench_dispatch.py
+	$(BIN)/python benchmarks/bench_scaling.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
