@@ -171,6 +171,21 @@ def test_a_driver_with_another_token_is_refused(cluster, tmp_path):
     assert cluster.alive_node_ids() == cluster.node_ids  # the same driver, the cluster's token
 
 
+def test_a_node_without_token_mode_cannot_join(cluster):
+    # the token file alone is not enough: `ray start --address` switches token mode on only
+    # with RAY_AUTH_MODE=token (why every config in clusters/ sets it on every node)
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+    env["RAY_NUM_REDIS_GET_RETRIES"] = "2"  # the refusal is not transient
+    node = RayNode([f"--address={cluster.address}",
+                    f"--dashboard-agent-listen-port={free_port()}"], env)
+    try:
+        with pytest.raises(RuntimeError, match="InvalidAuthToken"):
+            node.wait_started()
+    finally:
+        node.remove()
+    assert cluster.alive_node_ids() == cluster.node_ids
+
+
 def test_a_sweep_spreads_over_two_nodes(cluster, tmp_path):
     n = 12
     sweep = noop_sweep(tmp_path / "spread.yaml", "spread", n, 0.3)
