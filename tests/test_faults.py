@@ -60,7 +60,8 @@ def _exactly_once(root: str, sweep: str, indices: list[int]) -> pd.DataFrame:
 
 # -- workers and drivers ------------------------------------------------------------------
 def test_sigkilled_worker_units_rerun_exactly_once(tmp_path, ray_session):
-    units = validate(_noop("kill", {"index": list(range(24)), "sleep_s": 0.25})).units()
+    n = 40
+    units = validate(_noop("kill", {"index": list(range(n)), "sleep_s": 0.25})).units()
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault(
         "summary", run_units(units, str(tmp_path), RunConfig(kind="ray", workers=2))))
@@ -68,11 +69,13 @@ def test_sigkilled_worker_units_rerun_exactly_once(tmp_path, ray_session):
     first = _wait_for_files(tmp_path / "kill" / "noop", 3)
     victim = int(pd.read_parquet(first[0])["pid"][0])
     os.kill(victim, signal.SIGKILL)
+    done_at_kill = len(list((tmp_path / "kill" / "noop").glob("*.parquet")))
     runner.join(timeout=180)
     assert not runner.is_alive()
+    assert done_at_kill < n - 4, "the sweep had (nearly) finished before the kill"
     summary = result["summary"]
-    assert (summary.done, summary.failed) == (24, 0)
-    df = _exactly_once(str(tmp_path), "kill", list(range(24)))
+    assert (summary.done, summary.failed) == (n, 0)
+    df = _exactly_once(str(tmp_path), "kill", list(range(n)))
     assert df["pid"].nunique() >= 3  # the killed actor was replaced by a new process
     assert victim in set(df["pid"])
     assert df["attempt"].max() == 2  # the unit it was running ran again, once
