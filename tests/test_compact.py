@@ -108,7 +108,9 @@ def test_unreadable_unit_file_stops_compaction_before_anything_is_deleted(finish
 def test_units_after_compaction_and_overlapping_parts(finished, capsys):
     path, root, _ = finished
     store = Store(root)
-    compact.compact_sweep(root, "many")
+    capsys.readouterr()
+    assert cli.main(["compact", "many"]) == 0
+    assert capsys.readouterr().out.strip() == f"noop: {N} unit files -> 1 new part(s), {N} rows"
     # the sweep grows: new units land as unit files beside the part
     grown = write_sweep(path, {"name": "many", "tasks": {"noop": {
         "index": list(range(N + 20)), "sleep_s": 0.0}}})
