@@ -10,7 +10,8 @@ one driver keeps busy: GPUs ≤ rate × seconds per unit.
 `dispatch_rate` is the steady rate: units between the 10% and the 90% marks
 over the time between them, so neither Ray's and the actors' start (torch and
 the task imports, several seconds) nor the tail counts. The end-to-end rate is
-printed beside it. `--compare N` also runs N units with batching off
+printed beside it, and the driver's own CPU time per unit (what bounds it when the actors
+run on other machines). `--compare N` also runs N units with batching off
 (`max_batch=1`, one actor call per unit) for the side-by-side figure. The
 script checks that every unit's file exists exactly once and nothing failed,
 and exits 1 otherwise. Last line: `dispatch_rate=<units/s>` (goal ≥ 500 on 2 cores).
@@ -52,16 +53,16 @@ def run(n_units: int, workers: int, max_batch: int, out_dir: str) -> dict[str, f
 
     units = validate({"name": SWEEP, "tasks": {"noop": {"index": list(range(n_units))}}}).units()
     marks = Marks()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     summary = run_units(units, out_dir, RunConfig(kind="ray", workers=workers,
                                                   max_batch=max_batch), marks)  # type: ignore[arg-type]
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     stored = Store(out_dir).unit_ids(SWEEP, "noop")
     if summary.failed or summary.done != n_units or stored != {u.unit_id for u in units}:
         sys.exit(f"FAIL: done={summary.done} failed={summary.failed} stored={len(stored)} "
                  f"of {n_units}: {summary.errors[:3]}")
     return {"wall": wall, "ready": summary.ready_s, "steady": marks.steady_rate(),
-            "end_to_end": n_units / wall}
+            "end_to_end": n_units / wall, "driver_cpu_us": 1e6 * cpu / n_units}
 
 
 def main() -> None:
@@ -95,7 +96,10 @@ def main() -> None:
         rows.append((f"one unit per actor call (max_batch 1), {args.compare} units", single))
     for name, r in rows:
         print(f"{name:<58} wall {r['wall']:6.1f} s (actors up after {r['ready']:4.1f} s)  "
-              f"end-to-end {r['end_to_end']:7.1f}/s  steady {r['steady']:7.1f}/s")
+              f"end-to-end {r['end_to_end']:7.1f}/s  steady {r['steady']:7.1f}/s  "
+              f"driver CPU {r['driver_cpu_us']:5.0f} us/unit")
+    print(f"driver alone (its CPU per unit, actors elsewhere): about "
+          f"{1e6 / batched['driver_cpu_us']:.0f} units/s (info)")
     if single:
         print(f"batched / one-per-call steady rate: {batched['steady'] / single['steady']:.2f}")
     print(f"dispatch_rate={batched['steady']:.0f}")
