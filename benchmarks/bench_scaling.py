@@ -1,6 +1,6 @@
 """Landscape-grid throughput with 1 and with 2 single-threaded Ray workers, side by side.
 
-    python benchmarks/bench_scaling.py [--side 16] [--chunk 16] [--width 8] [--samples 256]
+    python benchmarks/bench_scaling.py [--side 20] [--chunk 20] [--width 8] [--samples 256]
                                        [--repeats 2]
 
 Work: one `landscape` grid of side x side points around a fresh narrow ResNet-18 (width
@@ -92,8 +92,8 @@ def timed_run(units: list, root: str, workers: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--side", type=int, default=16, help="grid points per axis")
-    ap.add_argument("--chunk", type=int, default=16, help="grid points per unit")
+    ap.add_argument("--side", type=int, default=20, help="grid points per axis")
+    ap.add_argument("--chunk", type=int, default=20, help="grid points per unit")
     ap.add_argument("--width", type=int, default=8, help="ResNet-18 base width")
     ap.add_argument("--samples", type=int, default=256, help="images per grid point")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each setting (best counts)")
