@@ -66,6 +66,7 @@ def load_cifar_c(
         )
     per = len(images) // len(SEVERITIES)
     block = slice((severity - 1) * per, severity * per)
-    x = torch.from_numpy(np.ascontiguousarray(images[block])).permute(0, 3, 1, 2).float().div_(255.0)
+    # np.array copies the memory-mapped slice: torch refuses to wrap a read-only map
+    x = torch.from_numpy(np.array(images[block])).permute(0, 3, 1, 2).float().div_(255.0)
     y = torch.from_numpy(np.asarray(labels[block]).astype(np.int64))
     return x.contiguous(), y

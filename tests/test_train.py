@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pandas as pd
 import pytest
@@ -30,27 +29,24 @@ def train_doc(name: str, model: dict, **extra) -> dict:
 def trained_resnet(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     units = validate(train_doc("tr", NARROW_RESNET, checkpoint_at=[1])).units()
-    started = time.perf_counter()
     summary = run_units(units, str(root), RunConfig(kind="local", device="cpu"))
-    seconds = time.perf_counter() - started
     assert (summary.done, summary.failed) == (1, 0), summary.errors
-    return root, seconds
+    return root
 
 
 def test_narrow_resnet_learns_digits_on_cpu(trained_resnet):
-    root, seconds = trained_resnet
+    root = trained_resnet
     df = harness.load(str(root), task="train").sort_values("epoch")
     assert list(df["epoch"]) == list(range(1, 14))
     final = df.iloc[-1]
     assert final["test_acc"] >= 0.90, final["test_acc"]
-    assert seconds < 120
     assert df["train_loss"].iloc[-1] < df["train_loss"].iloc[0]
     assert df["lr_end"].iloc[-1] < 1e-4 < df["lr_end"].max()  # warmup then cosine to ~0
     assert df["test_acc"].notna().sum() == 2  # end of warmup and final
 
 
 def test_checkpoints_have_sidecars_and_reload_to_the_same_metrics(trained_resnet):
-    root, _ = trained_resnet
+    root = trained_resnet
     df = harness.load(str(root), task="train")
     final = df[df["epoch"] == df["epoch"].max()].iloc[0]
     meta = read_sidecar(final["checkpoint"])
