@@ -32,7 +32,8 @@ from harness.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
-DEMO_SWEEPS = ("demo_train", "demo", "demo_features")
+DEMO_SWEEPS = ("demo_train", "demo", "demo_features", "demo_robustness")
+DEMO_REPORT = "report"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,8 +329,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train the demo models (demo_train.yaml), then evaluate (demo.yaml) and analyse the
-    feature maps (demo_features.yaml) of every checkpoint."""
+    """Train the demo models (demo_train.yaml), then evaluate (demo.yaml), analyse the
+    feature maps (demo_features.yaml) and measure the robustness (demo_robustness.yaml) of
+    every checkpoint; end with the HTML report of all four."""
     from harness.store import load
 
     worst = EXIT_OK
@@ -352,6 +354,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"results: {where} (sweeps {', '.join(DEMO_SWEEPS)})")
     print(f"read them with: python -c \"import harness; print(harness.load({args.results!r}, "
           f"task='evaluate', sweep='demo', quantity='metrics'))\"")
+    from harness.report import write_report
+
+    index = write_report(args.results, DEMO_REPORT, sweeps=list(DEMO_SWEEPS))
+    print(f"report: {index.resolve()}")
     return worst
 
 
