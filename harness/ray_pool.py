@@ -111,7 +111,16 @@ def ensure_ray(config: RunConfig) -> bool:
                                "configure_logging": True}
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **options)
+        # A worker node or driver joining a cluster does not turn token mode on by itself
+        # (Ray 2.60), and a token-auth cluster refuses it: present the token, never go without.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as exc:
+            raise ExecutorError(
+                f"cannot join the Ray cluster at {address!r}: {exc}. Check the address (`ray "
+                "status` on the head node) and that this machine holds the cluster's token "
+                "(~/.ray/auth_token or RAY_AUTH_TOKEN; see clusters/README.md)") from exc
     else:
         # "local" starts a new instance even when a `ray start` cluster exists
         # on this machine (plain ray.init() would silently join that one).

@@ -41,7 +41,7 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
     Param("num_cpus", float, 1.0, "CPUs per worker (also its torch threads)", min=0.0,
           min_exclusive=True),
     Param("max_retries", int, 2, "re-runs of a unit whose worker died", min=0),
-    Param("max_inflight", int, 2, "units queued per worker", min=1),
+    Param("max_inflight", int, 2, "unit batches queued per worker (see max_batch)", min=1),
     Param("retry_failures", int, 0, "re-runs of a unit that raised or timed out", min=0),
     Param("unit_timeout", float, 0.0, "seconds a unit may run before it is stopped (0: no limit)",
           min=0.0),
