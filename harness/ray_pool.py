@@ -111,9 +111,6 @@ def ensure_ray(config: RunConfig) -> bool:
                                "configure_logging": True}
     address = config.address or os.environ.get("RAY_ADDRESS")
     if address:
-        # A worker node or driver joining a cluster does not turn token mode on by itself
-        # (Ray 2.60), and a token-auth cluster refuses it: present the token, never go without.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         try:
             ray.init(address=address, **options)
         except ConnectionError as exc:

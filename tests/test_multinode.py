@@ -241,3 +241,25 @@ def test_a_node_lost_mid_sweep_still_gives_every_unit_once(cluster, tmp_path):
     assert len(lost_node) == 1
     assert set(df.loc[df["node_id"].isin(lost_node), "unit_id"]) <= done_at_kill
     assert df["node_id"].nunique() >= 2
+
+
+def test_harness_presents_the_token_and_names_a_refused_join(cluster, tmp_path):
+    """`harness run --address` switches token mode on itself (a driver without
+    RAY_AUTH_MODE=token is refused by Ray 2.60), and a refused join is exit 2 with a
+    message naming the address and where the token comes from, not a traceback."""
+    sweep = noop_sweep(tmp_path / "auth.yaml", "auth", 2, 0.0)
+    command = [HARNESS, "run", str(sweep), "--address", cluster.address, "--results",
+               str(tmp_path / "results"), "--workers", "1", "--num-cpus", "1"]
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+    joined = subprocess.run(command, env=env, capture_output=True, text=True,
+                            timeout=SWEEP_TIMEOUT_S)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    env.update(RAY_AUTH_TOKEN_PATH=str(wrong), RAY_NUM_REDIS_GET_RETRIES="2")
+    command[command.index("--results") + 1] = str(tmp_path / "other")  # units to run
+    refused = subprocess.run(command, env=env, capture_output=True, text=True,
+                             timeout=SWEEP_TIMEOUT_S)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"cannot join the Ray cluster at '{cluster.address}'" in refused.stderr
+    assert "Traceback" not in refused.stderr
