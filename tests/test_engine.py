@@ -93,3 +93,26 @@ def test_worker_cache_builds_each_model_once(tmp_path, monkeypatch):
     summary = run_units(validate(doc).units(), str(tmp_path), RunConfig(kind="local", device="cpu"))
     assert summary.done == 8
     assert sorted(calls) == ["resnet18", "vit_ti"]
+
+
+def test_embedded_ray_starts_whether_ray_or_harness_is_imported_first(tmp_path):
+    """harness sets RAY_AUTH_MODE=token only when Ray is not imported yet: set later, the
+    driver keeps its old mode while the GCS it spawns takes the new one and refuses it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    for first, second in (("ray", "harness"), ("harness", "ray")):
+        code = (f"import {first}, {second}, os\n"
+                "print('mode', os.environ.get('RAY_AUTH_MODE'))\n"
+                "from harness.executor import RunConfig\n"
+                "from harness.ray_pool import ensure_ray\n"
+                "ensure_ray(RunConfig(kind='ray', workers=1))\n"
+                "print('cpus', ray.cluster_resources()['CPU'])\n"
+                "ray.shutdown()\n")
+        proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        mode = "None" if first == "ray" else "token"
+        assert proc.stdout.split()[:3] == ["mode", mode, "cpus"], proc.stdout
