@@ -365,12 +365,10 @@ def representation_params(default_max_samples: int = 256,
                           default_batch_size: int = 64) -> tuple["Param", ...]:
     """MODEL_PARAMS + checkpoint, split, max_samples, batch_size: what every per-block task takes."""
     from harness.params import Param
-    from harness.workload import MODEL_PARAMS
+    from harness.workload import CHECKPOINT_PARAM, MODEL_PARAMS
 
     return MODEL_PARAMS + (
-        Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
-              ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
-              "checkpoint of a train sweep"),
+        CHECKPOINT_PARAM,
         Param("split", str, "test", "which split the feature maps are computed on",
               choices=("train", "test")),
         Param("max_samples", int, default_max_samples, "use the first N samples (0: all)", min=0),

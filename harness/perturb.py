@@ -23,26 +23,13 @@ from torch import nn
 from harness.context import UnitContext
 from harness.data import Dataset
 from harness.metrics import classification_metrics
-from harness.params import Param
 from harness.workload import predict_logits, unit_model_and_data
 
-__all__ = ["PERTURB_PARAMS", "Perturb", "cached_clean_metrics", "from_pixels", "perturbed_logits",
+__all__ = ["Perturb", "cached_clean_metrics", "from_pixels", "perturbed_logits",
            "to_pixels", "unit_samples"]
 
 #: (x on the device, its (N,) int64 sample ids on the device) -> perturbed x, same shape.
 Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-#: Params the perturbation tasks add to MODEL_PARAMS (the evaluate task's, same meaning).
-PERTURB_PARAMS: tuple[Param, ...] = (
-    Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
-          ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
-          "checkpoint of a train sweep"),
-    Param("split", str, "test", "which split to perturb", choices=("train", "test")),
-    Param("max_samples", int, 0, "use only the first N samples (0: all)", min=0),
-    Param("batch_size", int, 256, "evaluation batch size", min=1),
-    Param("ece_bins", int, 10, "equal-width confidence bins for ECE", min=1),
-)
-
 
 def _stats(data: Dataset, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(data.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)

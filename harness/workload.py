@@ -38,6 +38,21 @@ MODEL_PARAMS: tuple[Param, ...] = (
 )
 
 
+#: Weights to load, for every task that can take a checkpoint instead of a fresh model.
+CHECKPOINT_PARAM = Param(
+    "checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a .pt/.pth "
+    "state dict (then `model` is required), or sweep:<name> for every checkpoint of a train sweep")
+
+#: What every task that scores a model on a split takes (evaluate, corruption, freqnoise).
+EVAL_PARAMS: tuple[Param, ...] = (
+    CHECKPOINT_PARAM,
+    Param("split", str, "test", "which split the model is scored on", choices=("train", "test")),
+    Param("max_samples", int, 0, "use only the first N samples (0: all)", min=0),
+    Param("batch_size", int, 256, "evaluation batch size", min=1),
+    Param("ece_bins", int, 10, "equal-width confidence bins for ECE and the reliability rows",
+          min=1),
+)
+
 def check_model_and_data(params: dict[str, Any], split: str = "train") -> list[str]:
     """Cross-field checks of MODEL_PARAMS, cheap enough to run on every combination."""
     errors = []

@@ -31,7 +31,6 @@ from harness.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
 from harness.metrics import classification_metrics
 from harness.params import Param
 from harness.perturb import (
-    PERTURB_PARAMS,
     cached_clean_metrics,
     from_pixels,
     perturbed_logits,
@@ -40,7 +39,7 @@ from harness.perturb import (
 )
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import MODEL_PARAMS, check_model_and_data
+from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
 
 ALL_KINDS = "all"
 ALL_SEVERITIES = -1
@@ -49,7 +48,7 @@ CIFAR_C_DATASETS = ("cifar10", "cifar100")
 CORRUPTION_PARAMS = ("corruption", "severity", "cifar_c_root", "corruption_constants",
                      "corruption_seed")
 
-PARAMS = MODEL_PARAMS + PERTURB_PARAMS + (
+PARAMS = MODEL_PARAMS + EVAL_PARAMS + (
     Param("corruption", str, ALL_KINDS, "CIFAR-10-C corruption kind; all: one unit per kind",
           choices=(ALL_KINDS, *CORRUPTIONS)),
     Param("severity", int, ALL_SEVERITIES, "severity 1..5; -1: one unit per severity",

@@ -23,26 +23,17 @@ import pyarrow as pa
 from harness.context import UnitContext
 from harness.metrics import calibration_metrics
 from harness.models import count_params
-from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
 from harness.workload import (
+    EVAL_PARAMS,
     MODEL_PARAMS,
     check_model_and_data,
     predict_logits,
     unit_model_and_data,
 )
 
-PARAMS = MODEL_PARAMS + (
-    Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
-          ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
-          "checkpoint of a train sweep"),
-    Param("split", str, "test", "which split to evaluate on", choices=("train", "test")),
-    Param("max_samples", int, 0, "evaluate only the first N samples (0: all)", min=0),
-    Param("batch_size", int, 256, "evaluation batch size", min=1),
-    Param("ece_bins", int, 10, "equal-width confidence bins for ECE and the reliability rows",
-          min=1),
-)
+PARAMS = MODEL_PARAMS + EVAL_PARAMS
 
 #: Columns of the "metrics" row (null in the reliability rows).
 METRIC_COLUMNS = ("acc", "nll", "ece", "signed_ece", "brier", "top5_acc", "acc_90", "unc_90",

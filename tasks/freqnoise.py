@@ -31,21 +31,20 @@ from harness.freqnoise import DEFAULT_GRID, frequency_noise
 from harness.metrics import classification_metrics
 from harness.params import Param
 from harness.perturb import (
-    PERTURB_PARAMS,
     cached_clean_metrics,
     perturbed_logits,
     unit_samples,
 )
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import MODEL_PARAMS, check_model_and_data
+from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
 
 ALL_FREQUENCIES = -1.0
 SPACES = ("pixel", "normalized")
 #: The params a unit's noise depends on: units differing only here share the clean metrics.
 NOISE_PARAMS = ("frequency", "bandwidth", "noise_norm", "noise_seed", "space")
 
-PARAMS = MODEL_PARAMS + PERTURB_PARAMS + (
+PARAMS = MODEL_PARAMS + EVAL_PARAMS + (
     Param("frequency", float, ALL_FREQUENCIES, "centre of the noise band in units of π "
           "(0: DC, 1: Nyquist, per axis); -1: one unit per 0.0, 0.1, …, 1.0", min=-1.0, max=1.0),
     Param("bandwidth", float, 0.2, "half-width of the band in units of π (the paper's ±0.2)",

@@ -50,7 +50,7 @@ from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches
 from harness.params import Param
 from harness.registry import Task, register_task
 from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, check_model_and_data,
+from harness.workload import (CHECKPOINT_PARAM, MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
 
 QUANTITIES = ("eigenvalues", "trace", "density")
@@ -67,11 +67,7 @@ def _check_compute(value: list) -> list[str]:
     return [] if len(set(value)) == len(value) else ["compute: repeated entries"]
 
 
-PARAMS = MODEL_PARAMS + (
-    Param("checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a "
-          ".pt/.pth state dict (then `model` is required), or sweep:<name> for every "
-          "checkpoint of a train sweep"),
-) + OBJECTIVE_PARAMS + (
+PARAMS = MODEL_PARAMS + (CHECKPOINT_PARAM,) + OBJECTIVE_PARAMS + (
     Param("scope", str, "minibatch", "minibatch: the Hessian of one minibatch per unit (the "
           "paper's); full: of all num_samples in one unit, batches weighted by size",
           choices=("minibatch", "full")),
