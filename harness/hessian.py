@@ -220,10 +220,10 @@ class HessianOperator:
                                                                           self.batches))
 
     def gradient(self) -> torch.Tensor:
-        """The flat gradient of the weighted objective: read off the retained graph when it
-        is built (free), else one forward/backward per batch."""
-        if self._graph is not None:
-            return self.flat.flatten([g.detach() for g in self._graph])
+        """The flat gradient of the weighted objective: read off the kept graph (`retained`:
+        built here if needed, the products reuse it), else one forward/backward per batch."""
+        if self.method == "retained" or self._graph is not None:
+            return self.flat.flatten([g.detach() for g in self._build_graph()])
         total = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         for w, b in zip(self.weights, self.batches):
             g = torch.autograd.grad(self.loss_fn(self.model, b), self.flat.params,
@@ -342,10 +342,12 @@ class HessianOperator:
             p.grad = None
 
 
-def check_hvp(op: "HessianOperator | Any", generator: torch.Generator, rtol: float | None = None
-              ) -> float:
-    """Apply H twice to the same random vector — once the operator's way, once through a
-    freshly built graph — and raise unless the two agree.
+def checked_product(op: "HessianOperator | Any", v: torch.Tensor, rtol: float | None = None
+                    ) -> tuple[torch.Tensor, float]:
+    """(Hv, relative difference): Hv the operator's way, checked against a product through a
+    freshly built graph — raises unless the two agree. A solver may start from v and reuse
+    Hv as its first product (`lanczos_eigs(first_product=…)`), so the check costs one fresh
+    product only.
 
     Two products of one vector differ when the objective is not a fixed function:
     a norm layer in train mode, active dropout or drop-path, a data pipeline that
@@ -355,8 +357,6 @@ def check_hvp(op: "HessianOperator | Any", generator: torch.Generator, rtol: flo
     """
     if rtol is None:
         rtol = 1e-6 if op.dtype == torch.float64 else 1e-2
-    v = gaussian(op.n, generator, op.dtype, op.device)
-    v /= v.norm()
     a = op.matvec(v)
     b = op.fresh_matvec(v)
     op.hvps += 1
@@ -374,7 +374,14 @@ def check_hvp(op: "HessianOperator | Any", generator: torch.Generator, rtol: flo
                            f"(relative, > {rtol:.0e}): the objective is not deterministic — "
                            "a norm layer in train mode, dropout / drop-path active, or "
                            "batches that change between calls")
-    return diff
+    return a, diff
+
+
+def check_hvp(op: "HessianOperator | Any", generator: torch.Generator, rtol: float | None = None
+              ) -> float:
+    """`checked_product` of a random unit vector; returns the relative difference."""
+    v = gaussian(op.n, generator, op.dtype, op.device)
+    return checked_product(op, v / v.norm(), rtol)[1]
 
 
 # --------------------------------------------------------------------------- Lanczos
@@ -430,10 +437,24 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> list[tuple[int, str, int]]
     return top + bottom
 
 
+def start_vector(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", direction: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """A unit Lanczos start: Gaussian, plus `direction` (each normalized) when it is nonzero —
+    the gradient leans the start into the top eigenspace, the Gaussian keeps every
+    eigendirection reachable."""
+    v = gaussian(n, generator, dtype, torch.device(device))
+    v /= v.norm()
+    if direction is not None and float(direction.norm()) > 0:
+        v += direction.to(dtype=dtype, device=v.device) / direction.norm()
+        v /= v.norm()
+    return v
+
+
 def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, steps: int,
             generator: torch.Generator | None = None, restart: bool = True,
             stop: Callable[[Tridiagonal], bool] | None = None,
-            check_every: int = 1) -> Tridiagonal:
+            check_every: int = 1, first_product: torch.Tensor | None = None) -> Tridiagonal:
     """Lanczos with full reorthogonalization (classical Gram–Schmidt, twice).
 
     The basis is one preallocated (steps + 1, n) tensor. On breakdown (β ≈ 0: the
@@ -441,6 +462,7 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, st
     basis when `restart` (so repeated eigenvalues are found; T gets a zero
     off-diagonal there), else it stops (SLQ: the quadrature is then exact).
     `stop(tri)` is asked every `check_every` steps whether to end early.
+    first_product: H v0, when the caller already has it (e.g. from `checked_product`).
     """
     n = v0.numel()
     steps = min(steps, n)
@@ -452,7 +474,10 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, st
     scale = 0.0
     for j in range(steps):
         v = basis[j]
-        w = matvec(v)
+        if j == 0 and first_product is not None:
+            w = first_product.to(dtype=v.dtype, device=v.device) / v0.norm()
+        else:
+            w = matvec(v)
         if w.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr():
             w = w.clone()  # an operator that returns (a view of) its input: w is updated in place
         a = dot64(w, v)
@@ -502,7 +527,9 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
                  which: str = "magnitude", tol: float = 1e-3, max_iter: int = 100,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", vectors: bool = False,
-                 min_iter: int | None = None, start: torch.Tensor | None = None) -> Eigenpairs:
+                 min_iter: int | None = None, start: torch.Tensor | None = None,
+                 v0: torch.Tensor | None = None, first_product: torch.Tensor | None = None
+                 ) -> Eigenpairs:
     """The k extreme eigenvalues of a symmetric operator by Lanczos (see `lanczos`).
 
     which: "magnitude" (the k of largest |λ|: PyHessian's and the paper's
@@ -510,9 +537,10 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
     eigenvalues show). Stops when every wanted Ritz value is converged (module
     docstring: error estimate min(r, r²/δ) ≤ tol · max|θ| and r ≤ 10 · tol · max|θ|;
     after at least `min_iter` steps, default 2 · wanted + 2), or after max_iter
-    steps (= HVPs). start: a direction mixed into the random start vector (both
-    normalized), e.g. the gradient for the top eigenvalues. vectors: also return
-    the unit Ritz vectors (k, n).
+    steps (= HVPs). start: a direction mixed into the random start vector
+    (`start_vector`), e.g. the gradient for the top eigenvalues; or v0: the start
+    vector itself, with first_product = H v0 when the caller has it (it then counts
+    as the first step). vectors: also return the unit Ritz vectors (k, n).
     """
     if which not in WHICH:
         raise ValueError(f"unknown which {which!r}; allowed: {', '.join(WHICH)}")
@@ -537,10 +565,13 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
         return all(ok[i] for i, _, _ in _wanted(theta, k, which))
 
     started = time.perf_counter()
-    v0 = gaussian(n, gen, dtype, device)
-    if start is not None and float(start.norm()) > 0:
-        v0 = v0 / v0.norm() + start.to(dtype=dtype, device=device) / start.norm()
-    tri = lanczos(matvec, v0, max_iter, generator=gen, restart=True, stop=stop)
+    if v0 is None:
+        v0 = start_vector(n, gen, dtype, device, start)
+    elif first_product is not None and first_product.shape != v0.shape:
+        raise ValueError(f"first_product {tuple(first_product.shape)} does not match v0 "
+                         f"{tuple(v0.shape)}")
+    tri = lanczos(matvec, v0, max_iter, generator=gen, restart=True, stop=stop,
+                  first_product=first_product)
     theta, s, res = residuals(tri)
     picks = _wanted(theta, k, which)
     idx = [i for i, _, _ in picks]

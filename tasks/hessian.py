@@ -43,8 +43,9 @@ from torch import nn
 
 from harness.context import UnitContext, WorkerCache
 from harness.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
-                             broaden, check_hvp, explicit_attention,
-                             hutchinson_trace, lanczos_eigs, pyhessian_compat, slq)
+                             broaden, checked_product, explicit_attention,
+                             hutchinson_trace, lanczos_eigs, pyhessian_compat, slq,
+                             start_vector)
 from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches,
                                unit_weight_decay)
 from harness.params import Param
@@ -82,7 +83,8 @@ PARAMS = MODEL_PARAMS + (CHECKPOINT_PARAM,) + OBJECTIVE_PARAMS + (
     Param("which", str, "magnitude", "magnitude: the top_k of largest |λ| (the paper's); both: "
           "top_k largest and top_k smallest; largest; smallest", choices=WHICH),
     Param("start_vector", str, "gradient", "lanczos top-k start vector: gradient (random + the "
-          "gradient, converges in fewer HVPs; sharded runs use random) or random",
+          "gradient, converges in fewer HVPs; sharded runs use random) or random; it is also "
+          "the vector of the HVP check",
           choices=("gradient", "random")),
     Param("tol", float, 1e-3, "lanczos: error estimate min(r, r²/gap) ≤ tol·max|θ| (r: "
           "residual) for every wanted Ritz value; "
@@ -232,18 +234,29 @@ def _generator(ctx: UnitContext, device: torch.device, offset: int) -> torch.Gen
     return torch.Generator(device=device).manual_seed(int(ctx.rng.integers(2 ** 62)) + offset)
 
 
+def checked_start(p: dict[str, Any], ctx: UnitContext, op: Any
+                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(v0, H v0, check): the top-k solve's start vector — random + the gradient with
+    `start_vector: gradient` where the operator has one — and its product, checked against a
+    fresh product (the HVP check of every unit); Lanczos reuses H v0 as its first step."""
+    direction = (op.gradient() if p["start_vector"] == "gradient" and hasattr(op, "gradient")
+                 else None)
+    v0 = start_vector(op.n, _generator(ctx, op.device, 1), op.dtype, op.device, direction)
+    hv0, check = checked_product(op, v0)
+    return v0, hv0, check
+
+
 def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
-                 shapes: list[tuple[int, ...]]) -> tuple[list[dict[str, Any]], str]:
+                 shapes: list[tuple[int, ...]], v0: torch.Tensor, hv0: torch.Tensor
+                 ) -> tuple[list[dict[str, Any]], str]:
     rows: list[dict[str, Any]] = []
     path = ""
     if "eigenvalues" in p["compute"]:
-        before = op.hvps
-        start = (op.gradient() if p["start_vector"] == "gradient" and hasattr(op, "gradient")
-                 else None)
+        before = op.hvps - 1  # H v0 came with the check
         eig = lanczos_eigs(op.matvec, op.n, k=p["top_k"], which=p["which"], tol=p["tol"],
                            max_iter=p["max_iter"], generator=_generator(ctx, op.device, 1),
                            dtype=op.dtype, device=op.device, vectors=p["eigenvectors"],
-                           start=start)
+                           v0=v0, first_product=hv0)
         rows += _eigen_rows(eig.values, eig.residuals, eig.converged, eig.end, eig.rank,
                             op.hvps - before, eig.seconds)
         if p["eigenvectors"]:
@@ -327,7 +340,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
         op = HessianOperator(model, batches, loss_fn, method=method)
         try:
             started = time.perf_counter()
-            check = check_hvp(op, _generator(ctx, op.device, 0))
+            v0, hv0, check = checked_start(p, ctx, op)
             setup = time.perf_counter() - started
             loss = op.loss()
             if p["solver"] == "pyhessian":
@@ -336,7 +349,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                 method = "pyhessian"
             else:
                 rows, path = _run_lanczos(p, ctx, op, op.flat.names,
-                                          [tuple(s) for s in op.flat.shapes])
+                                          [tuple(s) for s in op.flat.shapes], v0, hv0)
         finally:
             op.release()
     common = {"setup_seconds": setup, "loss": loss, "weight_decay_used": wd, "n_params": op.n,
@@ -358,9 +371,9 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
     with ShardedHessian(builder, p["shards"], method, p["shard_num_cpus"],
                         p["shard_num_gpus"], device=ctx.device) as op:
         started = time.perf_counter()
-        check = check_hvp(op, _generator(ctx, op.device, 0))
+        v0, hv0, check = checked_start(p, ctx, op)
         setup = time.perf_counter() - started
-        rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes)
+        rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes, v0, hv0)
         common = {"setup_seconds": setup, "loss": op.loss(),
                   "weight_decay_used": unit_weight_decay(ctx, p),
                   "n_params": op.n, "n_samples": op.num_samples,

@@ -15,9 +15,9 @@ import harness
 from harness.augment import soft_targets
 from harness.executor import RunConfig, run_units
 from harness.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
-                             broaden, check_hvp, error_estimates, explicit_attention, gaussian,
+                             broaden, check_hvp, checked_product, error_estimates, explicit_attention, gaussian,
                              hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
-                             slq)
+                             slq, start_vector)
 from harness.models import build_model
 from harness.objective import batch_objective
 from harness.spec import SpecError, validate
@@ -160,6 +160,23 @@ def test_gap_aware_stop_meets_tol_and_a_start_vector_hides_nothing():
         plain = np.abs(tri.last_beta * s[-1, top]) <= 1e-3 * theta.max()
         if start is None:
             assert not plain.all()  # the residual rule alone would have gone on
+
+
+def test_the_checked_product_is_the_first_lanczos_step():
+    """The HVP check's product of the start vector serves as Lanczos's first step: the same
+    eigenvalues as a run that computes it again, one product fewer."""
+    model, batches = tiny_problem()
+    op = HessianOperator(model, batches, tiny_loss)
+    v0 = start_vector(op.n, torch.Generator().manual_seed(4), F64, direction=op.gradient())
+    assert abs(float(v0.norm()) - 1) < 1e-12 and float(v0 @ op.gradient()) > 0
+    hv0, diff = checked_product(op, v0)
+    assert diff < 1e-6 and op.hvps == 2  # the operator's product and a fresh one
+    reused = lanczos_eigs(op.matvec, op.n, k=3, tol=1e-8, max_iter=op.n, dtype=F64, v0=v0,
+                          first_product=hv0)
+    used = op.hvps - 2
+    again = lanczos_eigs(op.matvec, op.n, k=3, tol=1e-8, max_iter=op.n, dtype=F64, v0=v0)
+    assert op.hvps - 2 - used == used + 1 == again.steps == reused.steps
+    assert np.allclose(reused.values, again.values, rtol=1e-10)
 
 
 def test_hutchinson_trace_within_three_standard_errors():
