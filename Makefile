@@ -47,4 +47,4 @@ bench: venv
 	$(BIN)/python benchmarks/bench_scaling.py
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results report .pytest_cache
