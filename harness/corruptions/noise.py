@@ -99,7 +99,13 @@ def shot_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
 def impulse_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     """skimage random_noise(mode='s&p'): each value flips with prob. `amount`, to 1 or 0 equally."""
     (amount,) = params
-    bits = rng.bits(0, tuple(x.shape[1:]))
-    flipped = (bits >> 8) < round(amount * (1 << 24))  # u < amount on the 24-bit grid
-    salted = (bits & 1).to(x.dtype)  # the low bit: salt or pepper, even odds
-    return torch.where(flipped, salted, x)
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    out = torch.empty_like(flat)
+    thresh = round(amount * (1 << 24))
+    for r0, r1, h in rng.word_chunks(0, flat.shape[1]):  # int32 words, cache-sized blocks of images
+        salted = (h & 1).to(x.dtype)  # the low bit: salt or pepper, even odds
+        h >>= 8
+        h &= 0xFFFFFF
+        torch.where(h < thresh, salted, flat[r0:r1], out=out[r0:r1])  # u < amount on the 24-bit grid
+    return out.view_as(x)

@@ -14,6 +14,7 @@ be logical. `hash32_int` is the plain-Python reference the tests hold it to.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -23,6 +24,8 @@ _MASK = 0xFFFFFFFF
 _M1 = 0x21F0AAAD
 _M2 = 0x735A2D97
 _GOLDEN = 0x9E3779B9
+#: Elements per chunk of the CPU hash (256 KiB of int32: with its scratch, in L2 cache).
+_CHUNK_ELEMS = 1 << 16
 
 
 def _to_i32(x: torch.Tensor) -> torch.Tensor:
@@ -35,9 +38,11 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return _hash32_(_to_i32(x)).to(torch.int64) & _MASK
 
 
-def _hash32_(x: torch.Tensor) -> torch.Tensor:
-    """The hash, in place on an int32 tensor (wrapping products, logical shifts)."""
-    t = x >> 16
+def _hash32_(x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    """The hash, in place on an int32 tensor (wrapping products, logical shifts); t: scratch like x."""
+    if t is None:
+        t = torch.empty_like(x)
+    torch.bitwise_right_shift(x, 16, out=t)
     t &= 0xFFFF
     x ^= t
     x *= _M1
@@ -93,20 +98,35 @@ class ImageRNG:
         kb = hash32(ka ^ _GOLDEN)
         return _to_i32(ka), _to_i32(kb)
 
-    def _bits32(self, stream: int, m: int) -> torch.Tensor:
-        """(N, m) int32 hash words (all 32 bits random)."""
+    def word_chunks(self, stream: int, m: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(r0, r1, words): the (r1 - r0, m) int32 hash words of rows r0:r1 (all 32 bits random).
+
+        Why chunks: the hash is ~20 in-place passes; on CPU, over blocks of rows
+        that fit in L2 cache they run ~2.5x faster than over the whole batch.
+        The yielded buffer is reused: consume it before the next step.
+        """
         ka, kb = self._keys(stream)
-        e = torch.arange(m, dtype=torch.int32, device=self.device)
-        h = e.unsqueeze(0) + ka.unsqueeze(1)
-        _hash32_(h)
-        h ^= kb.unsqueeze(1)
-        return _hash32_(h)
+        e = torch.arange(m, dtype=torch.int32, device=self.device).unsqueeze(0)
+        rows = max(1, _CHUNK_ELEMS // max(m, 1)) if self.device.type == "cpu" else max(self.n, 1)
+        buf = torch.empty(min(rows, self.n), m, dtype=torch.int32, device=self.device)
+        tmp = torch.empty_like(buf)
+        for r0 in range(0, self.n, rows):
+            r1 = min(self.n, r0 + rows)
+            h, t = buf[: r1 - r0], tmp[: r1 - r0]
+            torch.add(e, ka[r0:r1].unsqueeze(1), out=h)
+            _hash32_(h, t)
+            h ^= kb[r0:r1].unsqueeze(1)
+            yield r0, r1, _hash32_(h, t)
 
     def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """(N, *shape) int64 uniform on [0, 2**32)."""
-        h = self._bits32(stream, math.prod(shape)).to(torch.int64)
-        h &= _MASK
-        return h.reshape(self.n, *shape)
+        m = math.prod(shape)
+        out = torch.empty(self.n, m, dtype=torch.int64, device=self.device)
+        for r0, r1, h in self.word_chunks(stream, m):
+            o = out[r0:r1]
+            o.copy_(h)
+            o &= _MASK
+        return out.reshape(self.n, *shape)
 
     def bits_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
         """`bits(stream, shape).reshape(N, -1)[rows, elems]` without drawing the rest."""
@@ -120,25 +140,42 @@ class ImageRNG:
         """`uniform(stream, shape).reshape(N, -1)[rows, elems]`."""
         return ((self.bits_at(stream, rows, elems) >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
 
+    def _uniform_into(self, stream: int, out: torch.Tensor) -> Iterator[tuple[int, int]]:
+        """Fill `out` (N, m) float chunk by chunk with uniforms on (0, 1) (24-bit grid); yields (r0, r1) after each."""
+        for r0, r1, b in self.word_chunks(stream, out.shape[1]):
+            b >>= 8
+            b &= 0xFFFFFF
+            u = out[r0:r1]
+            u.copy_(b)
+            u += 0.5
+            u *= 1.0 / (1 << 24)
+            yield r0, r1
+
     def uniform(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, *shape) uniform on the open interval (0, 1), 24-bit resolution."""
-        b = self._bits32(stream, math.prod(shape))
-        b >>= 8
-        b &= 0xFFFFFF
-        u = b.to(dtype)
-        u += 0.5
-        u *= 1.0 / (1 << 24)
-        return u.reshape(self.n, *shape)
+        out = torch.empty(self.n, math.prod(shape), dtype=dtype, device=self.device)
+        for _ in self._uniform_into(stream, out):
+            pass
+        return out.reshape(self.n, *shape)
 
     def normal(self, stream: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, *shape) standard normal by Box-Muller (both outputs used)."""
+        """(N, *shape) standard normal by Box-Muller (both outputs used), chunk by chunk of rows."""
         m = math.prod(shape)
         half = (m + 1) // 2
-        u = self.uniform(stream, (2, half), dtype)
-        r = torch.sqrt(-2.0 * torch.log(u[:, 0]))
-        t = (2.0 * math.pi) * u[:, 1]
-        z = torch.cat([r * torch.cos(t), r * torch.sin(t)], dim=1)[:, :m]
-        return z.reshape(self.n, *shape)
+        u = torch.empty(self.n, 2 * half, dtype=dtype, device=self.device)
+        z = torch.empty(self.n, 2 * half, dtype=dtype, device=self.device)
+        for r0, r1 in self._uniform_into(stream, u):
+            u1, u2 = u[r0:r1, :half], u[r0:r1, half:]
+            r, t = z[r0:r1, half:], u2
+            torch.log(u1, out=r)
+            r *= -2.0
+            r.sqrt_()
+            t *= 2.0 * math.pi
+            torch.cos(t, out=u1)
+            torch.sin(t, out=u2)
+            torch.mul(r, u1, out=z[r0:r1, :half])
+            r *= u2
+        return z[:, :m].reshape(self.n, *shape)
 
     def randint(self, stream: int, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
         """(N, *shape) int64 uniform on [low, high) (as numpy's randint)."""
