@@ -9,12 +9,68 @@ from harness.corruptions.rng import ImageRNG
 __all__ = ["gaussian_noise", "impulse_noise", "poisson", "shot_noise"]
 
 _PTRS_ROUNDS = 12
+#: Inversion steps every element takes before the search goes on for the rest only.
+_DENSE_STEPS = 12
+#: Elements per block of the dense steps (a few 128 KiB arrays: in L2 cache).
+_BLOCK = 1 << 15
 
 
 def gaussian_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     """x + N(0, std^2) per pixel and channel (as the original)."""
     (std,) = params
     return x + std * rng.normal(0, tuple(x.shape[1:]), x.dtype)
+
+
+def _count_above(k: torch.Tensor, u: torch.Tensor, cdf: torch.Tensor, tmp: torch.Tensor) -> None:
+    """k += (u > cdf) in float arithmetic: ceil(max(u - cdf, 0)) is exactly that indicator
+    (u, cdf in (0, 1.1)); ~2x faster on CPU than a bool comparison and a cast."""
+    torch.sub(u, cdf, out=tmp)
+    tmp.clamp_(min=0.0)
+    tmp.ceil_()
+    k += tmp
+
+
+def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Sequential search of the Poisson CDF (float32) for flat lam (< 10) and uniforms u.
+
+    Every element takes the first `_DENSE_STEPS` steps, block by block so that
+    the work arrays stay in cache; then only the few whose search goes on,
+    compacted every 8 steps.
+    """
+    n = lam.numel()
+    k = torch.zeros_like(lam)
+    p, cdf = torch.empty_like(lam), torch.empty_like(lam)
+    block = _BLOCK if lam.device.type == "cpu" else max(n, 1)
+    scratch = torch.empty(min(n, block), dtype=lam.dtype, device=lam.device)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        lb, ub, kb, pb, cb, tb = lam[s:e], u[s:e], k[s:e], p[s:e], cdf[s:e], scratch[: e - s]
+        torch.exp(torch.neg(lb), out=pb)
+        cb.copy_(pb)
+        for i in range(1, _DENSE_STEPS + 1):
+            _count_above(kb, ub, cb, tb)
+            pb *= lb
+            pb *= 1.0 / i
+            cb += pb
+    out = k
+    # the rest were above the CDF at every step so far: their count is the step number
+    idx = torch.nonzero(u > cdf, as_tuple=True)[0]
+    u, cdf, p, lam = (t.index_select(0, idx) for t in (u, cdf, p, lam))
+    i = _DENSE_STEPS
+    while idx.numel() and i < 100:  # P(X > 100 | lam < 10) is nil
+        k = torch.full_like(u, float(i))
+        tmp = torch.empty_like(u)
+        for _ in range(8):
+            i += 1
+            _count_above(k, u, cdf, tmp)
+            p *= lam
+            p *= 1.0 / i
+            cdf += p
+        out.index_copy_(0, idx, k)
+        keep = torch.nonzero(u > cdf, as_tuple=True)[0]
+        idx = idx.index_select(0, keep)
+        u, cdf, p, lam = (t.index_select(0, keep) for t in (u, cdf, p, lam))
+    return out
 
 
 def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
@@ -28,39 +84,10 @@ def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
     """
     m = lam[0].numel()
     flat = lam.reshape(-1)
-    out = torch.zeros(flat.shape, dtype=torch.float32, device=lam.device)
     u_all = rng.uniform(stream, (m,), torch.float32).reshape(-1)
     small = flat < 10
-    # dense first pass over every element (large-lam ones get lam = 0: done at once) ...
-    lam_s = torch.where(small, flat.float(), 0.0)
-    u = u_all
-    p = torch.exp(-lam_s)
-    cdf = p.clone()
-    k = torch.zeros_like(lam_s)
-    idx = None
-    i = 0
-    while i < 100:  # P(X > 100 | lam < 10) is nil
-        for _ in range(12 if idx is None else 8):
-            i += 1
-            k += u > cdf
-            p *= lam_s
-            p *= 1.0 / i
-            cdf += p
-        if idx is None:
-            out.copy_(k)
-            idx = torch.nonzero(u > cdf, as_tuple=True)[0]
-        else:
-            out[idx] = k
-            keep = torch.nonzero(u > cdf, as_tuple=True)[0]
-            idx = idx[keep]
-            if not idx.numel():
-                break
-            u, cdf, k, p, lam_s = (t[keep] for t in (u, cdf, k, p, lam_s))
-            continue
-        if not idx.numel():
-            break
-        # ... then only the few whose search goes on
-        u, cdf, k, p, lam_s = (t[idx] for t in (u, cdf, k, p, lam_s))
+    # large-lam elements get lam = 0 here (done at once), and PTRS below
+    out = _inversion(torch.where(small, flat.float(), 0.0), u_all)
     idx = torch.nonzero(~small, as_tuple=True)[0]
     for r in range(_PTRS_ROUNDS):
         if not idx.numel():
