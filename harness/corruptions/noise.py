@@ -73,6 +73,40 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _ptrs(lam: torch.Tensor, idx: torch.Tensor, m: int, rng: ImageRNG, stream: int, out: torch.Tensor) -> torch.Tensor:
+    """Hormann's PTRS (numpy's, float64) for the flat positions idx of lam (rows of m); draws go to out.
+
+    Returns the positions still rejected after `_PTRS_ROUNDS` rounds. Each
+    round writes every candidate (a rejected one is overwritten by a later
+    round) and runs the transformed-rejection test only where the quick
+    acceptance test fails (~14%).
+    """
+    rows = torch.div(idx, m, rounding_mode="floor")
+    cols = idx - rows * m
+    lam_b = lam.index_select(0, idx).double()
+    for r in range(_PTRS_ROUNDS):
+        if not idx.numel():
+            break
+        slam, loglam = torch.sqrt(lam_b), torch.log(lam_b)
+        b = 0.931 + 2.53 * slam
+        a = -0.059 + 0.02483 * b
+        vr = 0.9277 - 3.6224 / (b - 2)
+        u = rng.uniform_at(stream + 1 + 2 * r, rows, cols, torch.float64) - 0.5
+        v = rng.uniform_at(stream + 2 + 2 * r, rows, cols, torch.float64)
+        us = 0.5 - u.abs()
+        k = torch.floor((2 * a / us + b) * u + lam_b + 0.43)
+        out.index_copy_(0, idx, k.to(out.dtype))
+        rest = torch.nonzero((us < 0.07) | (v > vr), as_tuple=True)[0]  # not quickly accepted
+        us, v, k, lam_r, a, b, loglam = (t.index_select(0, rest) for t in (us, v, k, lam_b, a, b, loglam))
+        invalpha = 1.1239 + 1.1328 / (b - 3.4)
+        lhs = torch.log(v) + torch.log(invalpha) - torch.log(a / (us * us) + b)
+        rhs = -lam_r + k * loglam - torch.lgamma(k + 1)
+        accept = (k >= 0) & ~((us < 0.013) & (v > us)) & (lhs <= rhs)
+        rej = rest.index_select(0, torch.nonzero(~accept, as_tuple=True)[0])
+        idx, rows, cols, lam_b = (t.index_select(0, rej) for t in (idx, rows, cols, lam_b))
+    return idx
+
+
 def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
     """Poisson draws, one per element of lam (N, ...), from counter-based uniforms.
 
@@ -88,28 +122,7 @@ def poisson(lam: torch.Tensor, rng: ImageRNG, stream: int) -> torch.Tensor:
     small = flat < 10
     # large-lam elements get lam = 0 here (done at once), and PTRS below
     out = _inversion(torch.where(small, flat.float(), 0.0), u_all)
-    idx = torch.nonzero(~small, as_tuple=True)[0]
-    for r in range(_PTRS_ROUNDS):
-        if not idx.numel():
-            break
-        rows, cols = idx // m, idx % m
-        lam_b = flat[idx].double()
-        slam, loglam = torch.sqrt(lam_b), torch.log(lam_b)
-        b = 0.931 + 2.53 * slam
-        a = -0.059 + 0.02483 * b
-        invalpha = 1.1239 + 1.1328 / (b - 3.4)
-        vr = 0.9277 - 3.6224 / (b - 2)
-        u = rng.uniform_at(stream + 1 + 2 * r, rows, cols, torch.float64) - 0.5
-        v = rng.uniform_at(stream + 2 + 2 * r, rows, cols, torch.float64)
-        us = 0.5 - u.abs()
-        k = torch.floor((2 * a / us + b) * u + lam_b + 0.43)
-        quick = (us >= 0.07) & (v <= vr)
-        lhs = torch.log(v) + torch.log(invalpha) - torch.log(a / (us * us) + b)
-        rhs = -lam_b + k * loglam - torch.lgamma(k + 1)
-        slow = (k >= 0) & ~((us < 0.013) & (v > us)) & (lhs <= rhs)
-        ok = quick | slow
-        out[idx[ok]] = k[ok].float()
-        idx = idx[~ok]
+    idx = _ptrs(flat, torch.nonzero(~small, as_tuple=True)[0], m, rng, stream, out)
     if idx.numel():
         lam_b = flat[idx].double()
         z = rng.normal(stream + 1 + 2 * _PTRS_ROUNDS, (m,), torch.float64).reshape(-1)[idx]

@@ -128,17 +128,29 @@ class ImageRNG:
             o &= _MASK
         return out.reshape(self.n, *shape)
 
+    def _words_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
+        """The int32 hash words of `word_chunks(stream, m)` at (rows, elems), without drawing the rest."""
+        ka, kb = self._keys(stream)
+        h = ka.index_select(0, rows)
+        h += elems.to(torch.int32)
+        t = torch.empty_like(h)
+        _hash32_(h, t)
+        h ^= kb.index_select(0, rows)
+        return _hash32_(h, t)
+
     def bits_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor) -> torch.Tensor:
         """`bits(stream, shape).reshape(N, -1)[rows, elems]` without drawing the rest."""
-        ka, kb = self._keys(stream)
-        h = elems.to(torch.int32) + ka[rows]
-        _hash32_(h)
-        h ^= kb[rows]
-        return _hash32_(h).to(torch.int64) & _MASK
+        return self._words_at(stream, rows, elems).to(torch.int64) & _MASK
 
     def uniform_at(self, stream: int, rows: torch.Tensor, elems: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`uniform(stream, shape).reshape(N, -1)[rows, elems]`."""
-        return ((self.bits_at(stream, rows, elems) >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
+        b = self._words_at(stream, rows, elems)
+        b >>= 8
+        b &= 0xFFFFFF
+        u = b.to(dtype)
+        u += 0.5
+        u *= 1.0 / (1 << 24)
+        return u
 
     def _uniform_into(self, stream: int, out: torch.Tensor) -> Iterator[tuple[int, int]]:
         """Fill `out` (N, m) float chunk by chunk with uniforms on (0, 1) (24-bit grid); yields (r0, r1) after each."""
