@@ -110,10 +110,6 @@ def pil_resize_matrix(n_in: int, n_out: int, method: str, device: torch.device, 
     return torch.as_tensor(_pil_resize_np(n_in, n_out, method), device=device, dtype=dtype)
 
 
-def _round8(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x * 255.0) / 255.0
-
-
 def pixelate(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     """PIL BOX resize to int(side * scale), then back up with BOX (CIFAR-C) or NEAREST.
 
@@ -127,10 +123,12 @@ def pixelate(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     dw = pil_resize_matrix(w, sw, "box", x.device, x.dtype)
     uh = pil_resize_matrix(sh, h, up, x.device, x.dtype)
     uw = pil_resize_matrix(sw, w, up, x.device, x.dtype)
-    y = _round8(x @ dw.T)
-    y = _round8(dh @ y)
-    y = _round8(y @ uw.T)
-    return _round8(uh @ y)
+    # in 8-bit units throughout (the resizes are linear): one scaling each way, and
+    # PIL's rounding (half up: its fixed-point sums start at one half) in place
+    y = (x * 255.0 @ dw.T).add_(0.5).floor_()
+    y = (dh @ y).add_(0.5).floor_()
+    y = (y @ uw.T).add_(0.5).floor_()
+    return (uh @ y).add_(0.5).floor_().div_(255.0)
 
 
 # ----- JPEG (baseline, as libjpeg via PIL: 4:2:0, standard tables) -----
