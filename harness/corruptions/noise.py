@@ -18,7 +18,7 @@ _BLOCK = 1 << 15
 def gaussian_noise(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
     """x + N(0, std^2) per pixel and channel (as the original)."""
     (std,) = params
-    return x + std * rng.normal(0, tuple(x.shape[1:]), x.dtype)
+    return rng.normal(0, tuple(x.shape[1:]), x.dtype).mul_(std).add_(x)  # a fresh tensor: in place
 
 
 def _count_above(k: torch.Tensor, u: torch.Tensor, cdf: torch.Tensor, tmp: torch.Tensor) -> None:
