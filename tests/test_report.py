@@ -138,6 +138,20 @@ def test_mce_against_the_reference_model():
         mce(_corruption(), reference="alexnet")
 
 
+def test_mce_default_reference_is_the_best_trained_resnet():
+    """An untrained ResNet (a warmup checkpoint at chance: clean .1, every corruption .1) must
+    not become the default reference; where a reference loses nothing to a corruption the
+    relative CE is undefined (NaN), not inf."""
+    weak = _corruption().query("model == 'resnet18'").assign(
+        model="preact_resnet18", acc=0.1, clean_acc=0.1)
+    table = mce(pd.concat([weak, _corruption()], ignore_index=True)).set_index("model")
+    assert (table["reference"] == "resnet18").all()  # clean .95 beats .1
+    assert table.loc["preact_resnet18", "ce_gauss"] == pytest.approx((0.9 + 0.9) / (0.2 + 0.4))
+    against_weak = mce(pd.concat([weak, _corruption()], ignore_index=True),
+                       reference="preact_resnet18").set_index("model")
+    assert against_weak["relative_mce"].isna().all()
+
+
 def test_hessian_stats_pool_eigenvalues_per_model_and_regime():
     eig = [-2.0, -1.0, 1.0, 3.0, 5.0, 7.0]
     df = pd.concat([

@@ -93,17 +93,22 @@ def mce(corruption: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
 
     CE_c = Σ_s err(c, s) / Σ_s err_ref(c, s) with err = 1 − accuracy, over the
     severities both have; mCE = mean over corruptions of CE_c. With clean
-    accuracies, relative mCE uses (err − clean err) in both sums. `reference`
-    is a model name or a label as shown in the table (default: the first model
-    whose name contains "resnet", else the first model).
+    accuracies, relative mCE uses (err − clean err) in both sums (NaN where the
+    reference loses nothing to a corruption). `reference` is a model name or a
+    label as shown in the table (default: of the models whose name contains
+    "resnet" — else of all — the one with the highest clean accuracy, i.e. the
+    best-trained one rather than, say, a warmup checkpoint).
     """
     cells, keys = _cells(corruption)
     cells = cells.assign(err=1.0 - cells["acc"], label=labels(cells, keys).values)
     models = dict(zip(cells["label"], cells["model"].astype(str)))  # cells are sorted by keys
     names = list(models)
     if reference is None:
-        resnets = [n for n in names if "resnet" in models[n]]
-        ref = resnets[0] if resnets else names[0]
+        pool = [n for n in names if "resnet" in models[n]] or names
+        if "clean_acc" in cells:
+            clean = cells.groupby("label", sort=False)["clean_acc"].mean()
+            pool = sorted(pool, key=lambda n: -clean[n])  # stable: ties keep table order
+        ref = pool[0]
     else:
         exact = [n for n in names if n == reference]
         by_model = [n for n in names if models[n] == reference]
@@ -123,7 +128,8 @@ def mce(corruption: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         rel = merged.assign(d=merged["err"] - (1 - merged["clean_acc"]),
                             d_ref=merged["err_ref"] - (1 - merged["clean_acc_ref"]))
         rsum = rel.groupby([*keys, "corruption"], dropna=False, sort=True)
-        table["relative_mce"] = (rsum["d"].sum() / rsum["d_ref"].sum()).unstack(
+        d_ref = rsum["d_ref"].sum()
+        table["relative_mce"] = (rsum["d"].sum() / d_ref.where(d_ref > 0)).unstack(
             "corruption").mean(axis=1)
     table = table.join(per).reset_index()
     table.insert(len(keys), "reference", ref)
