@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 Rows = list[dict[str, Any]]
 
 
+
+def expand_axis(combo: dict[str, Any], name: str, sentinel: Any,
+                values: Iterable[Any] | Callable[[], Iterable[Any]]) -> list[dict[str, Any]]:
+    """One combo per value of param `name` when it holds `sentinel` (e.g. -1 or "all": every
+    chunk, batch, block, frequency, kind), else the combo itself. `values` may be a callable,
+    evaluated only when the sentinel is set (some counts need a model or a checkpoint)."""
+    if combo[name] != sentinel:
+        return [combo]
+    return [dict(combo, **{name: v}) for v in (values() if callable(values) else values)]
+
 @dataclass(frozen=True)
 class Task:
     """What to measure.

@@ -37,7 +37,7 @@ from harness.perturb import (
     to_pixels,
     unit_samples,
 )
-from harness.registry import Task, register_task
+from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
 from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
 
@@ -126,9 +126,8 @@ def check(params: dict[str, Any]) -> list[str]:
 
 def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     """corruption 'all' -> every kind, severity -1 -> every severity (kinds outer, severities inner)."""
-    kinds = CORRUPTIONS if combo["corruption"] == ALL_KINDS else (combo["corruption"],)
-    levels = SEVERITIES if combo["severity"] == ALL_SEVERITIES else (combo["severity"],)
-    return [dict(combo, corruption=k, severity=s) for k in kinds for s in levels]
+    return [unit for kind in expand_axis(combo, "corruption", ALL_KINDS, CORRUPTIONS)
+            for unit in expand_axis(kind, "severity", ALL_SEVERITIES, SEVERITIES)]
 
 
 register_task(Task(

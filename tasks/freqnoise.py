@@ -35,7 +35,7 @@ from harness.perturb import (
     perturbed_logits,
     unit_samples,
 )
-from harness.registry import Task, register_task
+from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
 from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
 
@@ -101,9 +101,7 @@ def check(params: dict[str, Any]) -> list[str]:
 
 def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     """frequency -1 -> one unit per DEFAULT_GRID point; a frequency -> that unit."""
-    if combo["frequency"] != ALL_FREQUENCIES:
-        return [combo]
-    return [dict(combo, frequency=f) for f in DEFAULT_GRID]
+    return expand_axis(combo, "frequency", ALL_FREQUENCIES, DEFAULT_GRID)
 
 
 register_task(Task(

@@ -49,7 +49,7 @@ from harness.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessi
 from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches,
                                unit_weight_decay)
 from harness.params import Param
-from harness.registry import Task, register_task
+from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
 from harness.workload import (CHECKPOINT_PARAM, MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
@@ -407,10 +407,10 @@ def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     The count is ceil(num_samples / batch_size): a split smaller than num_samples
     leaves the last units without a batch, and they fail saying so.
     """
-    if combo["scope"] == "full" or combo["batch"] != EACH_BATCH:
+    if combo["scope"] == "full":
         return [combo]
     count = math.ceil(combo["num_samples"] / combo["batch_size"])
-    return [dict(combo, batch=i) for i in range(count)]
+    return expand_axis(combo, "batch", EACH_BATCH, range(count))
 
 
 register_task(Task(

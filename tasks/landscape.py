@@ -40,7 +40,7 @@ from harness.directions import (NORMALIZATIONS, interpolation_direction, pca_dir
 from harness.landscape import Plane, axis_values, evaluate_points, grid_points
 from harness.objective import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
 from harness.params import Param
-from harness.registry import Task, register_task
+from harness.registry import Task, expand_axis, register_task
 from harness.store import resolve_root
 from harness.units import WorkUnit
 from harness.workload import (MODEL_PARAMS, check_model_and_data,
@@ -235,9 +235,7 @@ def check(p: dict[str, Any]) -> list[str]:
 
 def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     """chunk -1 -> one unit per chunk of `chunk_size` points; an explicit chunk -> that unit."""
-    if combo["chunk"] != ALL_CHUNKS:
-        return [combo]
-    return [dict(combo, chunk=i) for i in range(num_chunks(combo))]
+    return expand_axis(combo, "chunk", ALL_CHUNKS, lambda: range(num_chunks(combo)))
 
 
 register_task(Task(

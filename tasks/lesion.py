@@ -29,7 +29,7 @@ from harness.features import (BLOCK_FIELDS, block_columns, block_table, check_de
                               unresolved_checkpoint_ref)
 from harness.metrics import classification_metrics
 from harness.params import Param
-from harness.registry import Task, register_task
+from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
 from harness.workload import check_model_and_data
 
@@ -121,12 +121,10 @@ def check(params: dict[str, Any]) -> list[str]:
 
 def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     """block -1 -> one unit per residual block index; an explicit index -> that unit."""
-    if combo["block"] != ALL_RESIDUAL:
-        return [combo]
-    if unresolved_checkpoint_ref(combo):
+    if combo["block"] == ALL_RESIDUAL and unresolved_checkpoint_ref(combo):
         raise ValueError(f"checkpoint {combo['checkpoint']!r}: resolve sweep references "
                          "(harness.checkpoints.resolve_checkpoint_refs) before expanding units")
-    return [dict(combo, block=i) for i in residual_indices(combo)]
+    return expand_axis(combo, "block", ALL_RESIDUAL, lambda: residual_indices(combo))
 
 
 register_task(Task(
