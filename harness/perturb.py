@@ -5,8 +5,8 @@ corruption sets or 11 frequencies runs many units on the same model and data:
 the model and the clean split come from the worker cache
 (`harness.workload`), the clean metrics are computed once per worker
 (`cached_clean_metrics`), and each batch is perturbed on the worker's device
-just before the forward pass (`perturbed_logits`) — nothing but the unit's
-params travels to the worker.
+just before the forward pass (`workload.predict_logits(..., perturb)`) —
+nothing but the unit's params travels to the worker.
 
 Perturbations act on pixels in [0, 1]: `to_pixels` undoes the dataset's
 normalization (x · std + mean), `from_pixels` redoes it.
@@ -25,11 +25,11 @@ from harness.data import Dataset
 from harness.metrics import classification_metrics
 from harness.workload import predict_logits, unit_model_and_data
 
-__all__ = ["Perturb", "cached_clean_metrics", "from_pixels", "perturbed_logits",
-           "to_pixels", "unit_samples"]
+__all__ = ["Perturb", "cached_clean_metrics", "from_pixels", "to_pixels", "unit_samples"]
 
 #: (x on the device, its (N,) int64 sample ids on the device) -> perturbed x, same shape.
 Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 def _stats(data: Dataset, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(data.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
@@ -66,19 +66,3 @@ def cached_clean_metrics(ctx: UnitContext, p: dict[str, Any], model: nn.Module, 
     return ctx.cache.get(key, lambda: classification_metrics(
         predict_logits(model, data.x[:n], p["batch_size"], ctx.device), data.y[:n],
         p["ece_bins"]))
-
-
-@torch.no_grad()
-def perturbed_logits(model: nn.Module, x: torch.Tensor, perturb: Perturb, batch_size: int,
-                     device: torch.device) -> torch.Tensor:
-    """Logits (on the CPU) of `model` on `perturb(batch, ids)` of every batch of `x`.
-
-    ids are the samples' positions in `x` (0 … N−1): a perturbation keyed by
-    them gives every sample the same perturbation whatever the batch size.
-    """
-    out = []
-    for i in range(0, len(x), batch_size):
-        batch = x[i:i + batch_size].to(device, non_blocking=True)
-        ids = torch.arange(i, i + len(batch), dtype=torch.int64, device=device)
-        out.append(model(perturb(batch, ids)).float().cpu())
-    return torch.cat(out) if out else torch.empty(0)

@@ -7,6 +7,7 @@ for the same thing share one copy in a worker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -115,11 +116,22 @@ def unit_model_and_data(ctx: UnitContext, p: dict[str, Any]) -> tuple[nn.Module,
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int,
-                   device: torch.device) -> torch.Tensor:
-    """Logits of `model` on `x` in batches, gathered on the CPU."""
-    out = [model(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu()
-           for i in range(0, len(x), batch_size)]
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+                   perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                   ) -> torch.Tensor:
+    """Logits of `model` on `x` in batches, gathered on the CPU.
+
+    perturb(batch, ids), when given, changes each batch on the device just before the forward
+    pass; ids are the samples' positions in `x` (0 … N−1), so a perturbation keyed by them
+    is the same whatever the batch size.
+    """
+    out = []
+    for i in range(0, len(x), batch_size):
+        batch = x[i:i + batch_size].to(device, non_blocking=True)
+        if perturb is not None:
+            ids = torch.arange(i, i + len(batch), dtype=torch.int64, device=device)
+            batch = perturb(batch, ids)
+        out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

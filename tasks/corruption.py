@@ -33,13 +33,12 @@ from harness.params import Param
 from harness.perturb import (
     cached_clean_metrics,
     from_pixels,
-    perturbed_logits,
     to_pixels,
     unit_samples,
 )
 from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
-from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
+from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data, predict_logits
 
 ALL_KINDS = "all"
 ALL_SEVERITIES = -1
@@ -96,8 +95,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     if p["cifar_c_root"]:
         source = "cifar_c_files"
         pixels, y = _file_images(p, n)
-        logits = perturbed_logits(model, from_pixels(pixels, data), lambda x, ids: x,
-                                  p["batch_size"], ctx.device)
+        logits = predict_logits(model, from_pixels(pixels, data), p["batch_size"], ctx.device)
     else:
         source, y = "generated", data.y[:n]
 
@@ -106,7 +104,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                           seed=p["corruption_seed"], constants=p["corruption_constants"])
             return from_pixels(out, data)
 
-        logits = perturbed_logits(model, data.x[:n], corrupted, p["batch_size"], ctx.device)
+        logits = predict_logits(model, data.x[:n], p["batch_size"], ctx.device, corrupted)
     m = classification_metrics(logits, y, p["ece_bins"])
     return [{"source": source, **m, "clean_acc": clean["acc"], "clean_nll": clean["nll"],
              "clean_ece": clean["ece"], "error_rel_clean": (1 - m["acc"]) - (1 - clean["acc"]),

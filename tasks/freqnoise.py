@@ -32,12 +32,11 @@ from harness.metrics import classification_metrics
 from harness.params import Param
 from harness.perturb import (
     cached_clean_metrics,
-    perturbed_logits,
     unit_samples,
 )
 from harness.registry import Task, expand_axis, register_task
 from harness.units import WorkUnit
-from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
+from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data, predict_logits
 
 ALL_FREQUENCIES = -1.0
 SPACES = ("pixel", "normalized")
@@ -83,7 +82,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                                 dtype=x.dtype)
         return x + noise * scale
 
-    logits = perturbed_logits(model, data.x[:n], add_noise, p["batch_size"], ctx.device)
+    logits = predict_logits(model, data.x[:n], p["batch_size"], ctx.device, add_noise)
     noisy = classification_metrics(logits, data.y[:n], p["ece_bins"])
     return [{"acc": noisy["acc"], "nll": noisy["nll"], "clean_acc": clean["acc"],
              "clean_nll": clean["nll"], "acc_drop": clean["acc"] - noisy["acc"],
