@@ -67,15 +67,8 @@ class UnitRunner:
         self.cache = WorkerCache(cache_entries)
 
     def _meta(self, started: float, attempt: int) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "node_id": self.node_id,
-            "device": str(self.device),
-            "attempt": attempt,
-            "duration_s": time.perf_counter() - started,
-            "finished_at": dt.datetime.now(dt.UTC),
-            "harness_version": __version__,
-        }
+        return run_facts(self.host, self.node_id, str(self.device), attempt,
+                         time.perf_counter() - started)
 
     def run(self, unit: WorkUnit, attempt: int = 1) -> Outcome:
         started = time.perf_counter()
@@ -125,8 +118,14 @@ def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: s
     store.write_failure(unit.sweep, unit.unit_id, table)
 
 
+def run_facts(host: str, node_id: str, device: str, attempt: int, duration_s: float
+              ) -> dict[str, Any]:
+    """The run-fact columns of a unit's rows (schema.COMMON_FIELDS beyond the params)."""
+    return {"host": host, "node_id": node_id, "device": device, "attempt": attempt,
+            "duration_s": duration_s, "finished_at": dt.datetime.now(dt.UTC),
+            "harness_version": __version__}
+
+
 def driver_meta(attempt: int) -> dict[str, Any]:
     """Run facts for a failure the driver records itself (the worker is gone)."""
-    return {"host": socket.gethostname(), "node_id": "", "device": "", "attempt": attempt,
-            "duration_s": 0.0, "finished_at": dt.datetime.now(dt.UTC),
-            "harness_version": __version__}
+    return run_facts(socket.gethostname(), "", "", attempt, 0.0)
