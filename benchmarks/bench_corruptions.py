@@ -3,7 +3,7 @@
     python benchmarks/bench_corruptions.py [--n 1000] [--severity 3] [--ref-seconds 1.5]
 
 Images: N smooth synthetic 32x32 RGB images (bicubic upsampling of random 6x6
-images, uint8 grid). Ours: `harness.corruptions.corrupt` on the whole (N, 3,
+images, uint8 grid). Ours: `harness.data.corruptions.corrupt` on the whole (N, 3,
 32, 32) float batch, constants="imagenet" (the package's severities).
 imagecorruptions 1.1.2: `corrupt(image, corruption_name=kind, severity=s)` one
 uint8 HxWx3 image at a time as it works, over the same images for up to
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.corruptions import CORRUPTIONS, corrupt
+from harness.data.corruptions import CORRUPTIONS, corrupt
 
 
 def _images(n: int) -> torch.Tensor:

@@ -47,9 +47,9 @@ class Marks:
 
 
 def run(n_units: int, workers: int, max_batch: int, out_dir: str) -> dict[str, float]:
-    from harness.executor import RunConfig, run_units
-    from harness.spec import validate
-    from harness.store import Store
+    from harness.engine.executor import RunConfig, run_units
+    from harness.engine.spec import validate
+    from harness.engine.store import Store
 
     units = validate({"name": SWEEP, "tasks": {"noop": {"index": list(range(n_units))}}}).units()
     marks = Marks()
@@ -75,8 +75,8 @@ def main() -> None:
 
     import ray
 
-    from harness.executor import RunConfig
-    from harness.ray_pool import ensure_ray
+    from harness.engine.executor import RunConfig
+    from harness.engine.ray_pool import ensure_ray
 
     t = time.perf_counter()
     ensure_ray(RunConfig(kind="ray", workers=args.workers))

@@ -52,9 +52,9 @@ def plain_loop(n_units: int, max_samples: int, out_dir: str) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from harness.context import UnitContext, WorkerCache
-    from harness.registry import get_task
-    from harness.spec import validate
+    from harness.engine.context import UnitContext, WorkerCache
+    from harness.engine.registry import get_task
+    from harness.engine.spec import validate
 
     units = validate(sweep_document(n_units, max_samples)).units()
     task, cache, device = get_task("evaluate"), WorkerCache(), torch.device("cpu")
@@ -74,10 +74,10 @@ def plain_loop(n_units: int, max_samples: int, out_dir: str) -> None:
 def ray_run(n_units: int, max_samples: int, workers: int, out_dir: str) -> dict:
     import ray
 
-    from harness.executor import RunConfig, run_units
-    from harness.ray_pool import ensure_ray
-    from harness.spec import validate
-    from harness.store import Store, load
+    from harness.engine.executor import RunConfig, run_units
+    from harness.engine.ray_pool import ensure_ray
+    from harness.engine.spec import validate
+    from harness.engine.store import Store, load
 
     units = validate(sweep_document(n_units, max_samples)).units()
     config = RunConfig(kind="ray", workers=workers)

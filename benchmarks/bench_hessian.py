@@ -5,7 +5,7 @@
 Models: narrow CIFAR-sized variants of the zoo's ResNet-18 and ViT-Ti (printed),
 freshly initialised (seed 0), eval mode, attention unfused; data: the harness's
 `synthetic` 32×32 images, 10 classes, augmented once with the paper preset; the
-objective is `harness.objective.batch_objective` (NLL + 0.05 · ½Σw²: the `l2`
+objective is `harness.analysis.objective.batch_objective` (NLL + 0.05 · ½Σw²: the `l2`
 penalty Σ‖w‖ has no Hessian at the zero biases of a fresh model). PyHessian
 sees the same objective through `PyHessianObjective` (index tensors as inputs).
 
@@ -43,12 +43,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.data import load_dataset
-from harness.hessian import (HessianOperator, PyHessianObjective, checked_product,
+from harness.data.datasets import load_dataset
+from harness.analysis.hessian import (HessianOperator, PyHessianObjective, checked_product,
                              explicit_attention, gaussian, lanczos_eigs, pyhessian_compat,
                              start_vector)
-from harness.models import build_model
-from harness.objective import batch_objective, fixed_batches
+from harness.models.registry import build_model
+from harness.analysis.objective import batch_objective, fixed_batches
 
 MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"width": 16},

@@ -4,11 +4,11 @@
                                          [--samples 256] [--batch-size 256] [--threads 0]
 
 Three sides, on the same zoo model (same seed, so the same weights) and the same
-fixed augmented digits batches (`harness.objective.fixed_batches`, what the
+fixed augmented digits batches (`harness.analysis.objective.fixed_batches`, what the
 landscape task measures on):
 
 - plain: N times `model(x)` over the batches, eval mode, no_grad — the floor.
-- harness: an N-point grid through `harness.landscape` exactly as the task runs
+- harness: an N-point grid through `harness.analysis.landscape` exactly as the task runs
   it: the plane (w0 + two filter-normalized directions) is built, then every
   point is written in place from w0 and measured (NLL, accuracy, ECE, norm terms).
 - original: how-do-vits-work's `get_loss_landscape`: deep-copy the model, and
@@ -62,8 +62,8 @@ def plain(model: torch.nn.Module, batches: list, points: int) -> float:
 
 def harness_grid(model: torch.nn.Module, batches: list, coords: list) -> tuple[float, list]:
     """Seconds of the harness's grid (plane built, then every point), and its rows."""
-    from harness.directions import random_direction
-    from harness.landscape import Plane, evaluate_points
+    from harness.analysis.directions import random_direction
+    from harness.analysis.landscape import Plane, evaluate_points
 
     started = time.perf_counter()
     plane = Plane(model, [random_direction(model, 0, k) for k in range(2)])
@@ -73,8 +73,8 @@ def harness_grid(model: torch.nn.Module, batches: list, coords: list) -> tuple[f
 
 def original_grid(model: torch.nn.Module, batches: list, coords: list) -> tuple[float, list]:
     """Seconds of the original code's approach (deep copies, load_state_dict per point)."""
-    from harness.directions import random_direction
-    from harness.landscape import point_metrics
+    from harness.analysis.directions import random_direction
+    from harness.analysis.landscape import point_metrics
 
     started = time.perf_counter()
     model = copy.deepcopy(model)
@@ -98,8 +98,8 @@ def original_grid(model: torch.nn.Module, batches: list, coords: list) -> tuple[
 
 def weight_updates(model: torch.nn.Module, coords: list) -> tuple[float, float]:
     """Seconds per point of only moving the weights: in-place writes vs the original's copies."""
-    from harness.directions import random_direction
-    from harness.landscape import Plane
+    from harness.analysis.directions import random_direction
+    from harness.analysis.landscape import Plane
 
     dirs = [random_direction(model, 0, k) for k in range(2)]
     plane = Plane(model, dirs)
@@ -133,9 +133,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from harness.data import load_dataset
-    from harness.models import build_model
-    from harness.objective import fixed_batches
+    from harness.data.datasets import load_dataset
+    from harness.models.registry import build_model
+    from harness.analysis.objective import fixed_batches
 
     torch.manual_seed(0)
     model = build_model(args.model, 10, **MODELS[args.model]).eval()

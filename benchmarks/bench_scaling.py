@@ -72,8 +72,8 @@ def timed_run(units: list, root: str, workers: int) -> dict:
     """Run `units` with `workers` one-thread actors into `root`; wall time and rows."""
     import pandas as pd
 
-    from harness.executor import RunConfig, run_units
-    from harness.store import load
+    from harness.engine.executor import RunConfig, run_units
+    from harness.engine.store import load
 
     started = time.perf_counter()
     summary = run_units(units, root, RunConfig(kind="ray", workers=workers, num_cpus=1.0))
@@ -103,9 +103,9 @@ def main() -> None:
 
     import ray
 
-    from harness.executor import RunConfig
-    from harness.ray_pool import ensure_ray
-    from harness.spec import validate
+    from harness.engine.executor import RunConfig
+    from harness.engine.ray_pool import ensure_ray
+    from harness.engine.spec import validate
 
     units = validate(sweep_document(args.side, args.chunk, args.width, args.samples)).units()
     load_before = os.getloadavg()[0]

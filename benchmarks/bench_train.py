@@ -36,8 +36,8 @@ BATCH, LR, WD, WARMUP = 64, 2e-3, 0.05, 1
 
 def plain_epochs(model_name: str, epochs: int) -> list[float]:
     """Images/s of each epoch of a hand-written loop."""
-    from harness.data import load_dataset
-    from harness.models import build_model
+    from harness.data.datasets import load_dataset
+    from harness.models.registry import build_model
 
     data = load_dataset("digits", "train")
     torch.manual_seed(0)
@@ -73,8 +73,8 @@ def plain_epochs(model_name: str, epochs: int) -> list[float]:
 def harness_epochs(model_name: str, epochs: int) -> list[float]:
     """Images/s of each epoch of the train task, from its own rows."""
     import harness
-    from harness.executor import RunConfig, run_units
-    from harness.spec import validate
+    from harness.engine.executor import RunConfig, run_units
+    from harness.engine.spec import validate
 
     doc = {"name": "bench_train", "tasks": {"train": {
         "model": model_name, "model_args": MODELS[model_name], "dataset": "digits",

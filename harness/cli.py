@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.executor import ExecutorError, RunConfig, run_units
-from harness.params import ParamError
-from harness.progress import Progress
-from harness.spec import (
+from harness.engine.executor import ExecutorError, RunConfig, run_units
+from harness.engine.params import ParamError
+from harness.engine.progress import Progress
+from harness.engine.spec import (
     EXECUTOR_PARAMS,
     Spec,
     SpecError,
@@ -28,7 +28,7 @@ from harness.spec import (
     resolve_sweep_path,
     validate,
 )
-from harness.store import Store
+from harness.engine.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
@@ -277,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from harness.compact import CompactError, compact_sweep, describe
+    from harness.engine.compact import CompactError, compact_sweep, describe
 
     store = Store(args.results)
     if args.sweep not in store.sweeps():
@@ -293,7 +293,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "tasks":
-        from harness.registry import load_tasks
+        from harness.engine.registry import load_tasks
 
         for name, task in sorted(load_tasks().items()):
             print(f"{name}: {task.description}")
@@ -302,7 +302,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "models":
         import torch
 
-        from harness.models import MODELS, build_model, count_params
+        from harness.models.registry import MODELS, build_model, count_params
 
         width = max(map(len, MODELS))
         for name, entry in sorted(MODELS.items()):
@@ -312,7 +312,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{'timm:<name>':<{width}}  any timm model, e.g. timm:resnet50 (`pretrained: true` "
               "in model_args needs cached weights or a network)")
     else:
-        from harness.data import DATASETS, dataset_names
+        from harness.data.datasets import DATASETS, dataset_names
 
         for name in dataset_names():
             doc = (DATASETS[name].__doc__ or "").strip().splitlines()
@@ -332,7 +332,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Train the demo models (demo_train.yaml), then evaluate (demo.yaml), analyse the
     feature maps (demo_features.yaml) and measure the robustness (demo_robustness.yaml) of
     every checkpoint; end with the HTML report of all four."""
-    from harness.store import load
+    from harness.engine.store import load
 
     worst = EXIT_OK
     for name in DEMO_SWEEPS:
@@ -364,7 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _print_feature_summary(results: str, trained: Any) -> None:
     """Per final model: mean Δ log amplitude at the highest frequency and mean feature-map
     variance over the blocks of each kind (the paper's Fig. 8 / 9 in one line each)."""
-    from harness.store import load
+    from harness.engine.store import load
 
     fourier = load(results, task="fourier", sweep="demo_features")
     featvar = load(results, task="featvar", sweep="demo_features", definition="spatial")

@@ -1,1 +1,1 @@
-"""Measurement tasks. Each module registers its task with `harness.registry.register_task`."""
+"""Measurement tasks. Each module registers its task with `harness.engine.registry.register_task`."""

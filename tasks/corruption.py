@@ -6,12 +6,12 @@ The paper's robustness is the mean accuracy over CIFAR-100-C's 15 corruptions
 every severity, 75 units per model.
 
 Images: with `cifar_c_root: ""` (default) the unit corrupts its clean split on
-the worker's device, batch by batch (`harness.corruptions.corrupt`: the
+the worker's device, batch by batch (`harness.data.corruptions.corrupt`: the
 CIFAR-C severity table, or ImageNet-C's with `corruption_constants:
 imagenet`), each image seeded by (corruption_seed, its index in the split) —
 only the unit's params travel, never 75 copies of the data. With a root, the
 unit reads the real CIFAR-10-C / CIFAR-100-C `.npy` files
-(`harness.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100, whose
+(`harness.data.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100, whose
 test split is the clean reference). `source` says which.
 
 Every row carries the clean metrics of the same first `max_samples` images
@@ -26,19 +26,16 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from harness.context import UnitContext
-from harness.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
-from harness.metrics import classification_metrics
-from harness.params import Param
-from harness.perturb import (
-    cached_clean_metrics,
-    from_pixels,
-    to_pixels,
-    unit_samples,
-)
-from harness.registry import Task, expand_axis, register_task
-from harness.units import WorkUnit
-from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data, predict_logits
+from harness.engine.context import UnitContext
+from harness.data.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
+from harness.analysis.metrics import classification_metrics
+from harness.engine.params import Param
+from harness.analysis.perturb import from_pixels, to_pixels
+from tasks._workload import cached_clean_metrics, unit_samples
+from harness.engine.registry import Task, expand_axis, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
+from harness.analysis.perturb import predict_logits
 
 ALL_KINDS = "all"
 ALL_SEVERITIES = -1
@@ -76,7 +73,7 @@ OUTPUT = pa.schema([
 
 def _file_images(p: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n images (pixels in [0, 1]) and labels of the unit's CIFAR-C set."""
-    from harness.cifar_c import load_cifar_c
+    from harness.data.cifar_c import load_cifar_c
 
     x, y = load_cifar_c(p["cifar_c_root"], p["dataset"], p["corruption"], p["severity"])
     if len(x) < n:

@@ -1,6 +1,6 @@
 """evaluate: accuracy, NLL, calibration and a reliability diagram of a model on a dataset split.
 
-The metrics are the original code's (`harness.metrics.calibration_metrics`:
+The metrics are the original code's (`harness.analysis.metrics.calibration_metrics`:
 Acc, NLL, top-5, Brier, ECE, signed ECE, Acc-90, Unc-90, Freq-90, IoU,
 IoU-90). A unit writes 1 + `ece_bins` rows, told apart by `quantity`:
 
@@ -20,18 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.context import UnitContext
-from harness.metrics import calibration_metrics
-from harness.models import count_params
-from harness.registry import Task, register_task
-from harness.units import WorkUnit
-from harness.workload import (
-    EVAL_PARAMS,
-    MODEL_PARAMS,
-    check_model_and_data,
-    predict_logits,
-    unit_model_and_data,
-)
+from harness.engine.context import UnitContext
+from harness.analysis.metrics import calibration_metrics
+from harness.models.registry import count_params
+from harness.engine.registry import Task, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data, unit_model_and_data
+from harness.analysis.perturb import predict_logits
 
 PARAMS = MODEL_PARAMS + EVAL_PARAMS
 

@@ -3,7 +3,7 @@
 MSAs reduce the variance of feature maps, Convs and MLPs increase it. For each
 block with a spatial output (class tokens dropped, tokens reshaped to their
 grid; pooled features and the head are skipped), one of two definitions
-(`harness.features` has the formulas):
+(`harness.analysis.features` has the formulas):
 
 - spatial (default; what the original featuremap_variance.ipynb computes,
   `latent.var(dim=[-1, -2]).mean(dim=[0, 1])`): the unbiased variance over the
@@ -20,13 +20,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.context import UnitContext
-from harness.features import (BLOCK_FIELDS, VARIANCE_DEFINITIONS, FeatureVariance, accumulate_spatial,
-                              check_decomposable, map_columns, representation_params)
-from harness.params import Param
-from harness.registry import Task, register_task
-from harness.units import WorkUnit
-from harness.workload import check_model_and_data
+from harness.engine.context import UnitContext
+from harness.analysis.features import VARIANCE_DEFINITIONS, FeatureVariance
+from tasks._blocks import (BLOCK_FIELDS, accumulate_spatial, check_decomposable, map_columns, representation_params)
+from harness.engine.params import Param
+from harness.engine.registry import Task, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import check_model_and_data
 
 PARAMS = representation_params() + (
     Param("definition", str, "spatial", "spatial: variance over H×W per map, mean over samples "

@@ -6,7 +6,7 @@ tokens reshaped to their grid; pooled features and the head are skipped),
 log(|FFT2| + 1e-6) averaged over samples and channels, read along the
 half-diagonal from frequency 0 to π, and Δ log amplitude = logA(f) − logA(0).
 Formulas and the `diagonal` option (the original notebook's reading, which
-stops one bin short of π) are in `harness.features`. Eval mode throughout.
+stops one bin short of π) are in `harness.analysis.features`. Eval mode throughout.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.context import UnitContext
-from harness.features import (BLOCK_FIELDS, DIAGONALS, FourierProfile, accumulate_spatial,
-                              check_decomposable, map_columns, representation_params)
-from harness.params import Param
-from harness.registry import Task, register_task
-from harness.units import WorkUnit
-from harness.workload import check_model_and_data
+from harness.engine.context import UnitContext
+from harness.analysis.features import DIAGONALS, FourierProfile
+from tasks._blocks import (BLOCK_FIELDS, accumulate_spatial, check_decomposable, map_columns, representation_params)
+from harness.engine.params import Param
+from harness.engine.registry import Task, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import check_model_and_data
 
 PARAMS = representation_params() + (
     Param("diagonal", str, "nyquist", "half-diagonal read: nyquist (0..π inclusive) or "

@@ -2,7 +2,7 @@
 
 The paper's finding: ViT loses ≈15 % accuracy to noise at 0.3π but ≈4.5 % at
 0.8π, ResNet ≈15 % at 0.9π — MSAs are low-pass filters, robust to
-high-frequency noise. The noise (`harness.freqnoise`): Gaussian noise kept on
+high-frequency noise. The noise (`harness.data.freqnoise`): Gaussian noise kept on
 the square ring max(|f_u|, |f_v|) ∈ [frequency − bandwidth, frequency +
 bandwidth] (units of π, the `fourier` task's frequency convention), scaled to
 L2 norm `noise_norm` per image, seeded per (noise_seed, sample id).
@@ -26,17 +26,15 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from harness.context import UnitContext
-from harness.freqnoise import DEFAULT_GRID, frequency_noise
-from harness.metrics import classification_metrics
-from harness.params import Param
-from harness.perturb import (
-    cached_clean_metrics,
-    unit_samples,
-)
-from harness.registry import Task, expand_axis, register_task
-from harness.units import WorkUnit
-from harness.workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data, predict_logits
+from harness.engine.context import UnitContext
+from harness.data.freqnoise import DEFAULT_GRID, frequency_noise
+from harness.analysis.metrics import classification_metrics
+from harness.engine.params import Param
+from tasks._workload import cached_clean_metrics, unit_samples
+from harness.engine.registry import Task, expand_axis, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import EVAL_PARAMS, MODEL_PARAMS, check_model_and_data
+from harness.analysis.perturb import predict_logits
 
 ALL_FREQUENCIES = -1.0
 SPACES = ("pixel", "normalized")

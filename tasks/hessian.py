@@ -2,9 +2,9 @@
 
 The paper's Fig. 1c / 4 / 6 / 7b (code never released): for each training
 minibatch, the top-5 eigenvalues of largest magnitude of the Hessian of
-"NLL + weight decay · penalty on augmented data" (`harness.objective`), pooled
+"NLL + weight decay · penalty on augmented data" (`harness.analysis.objective`), pooled
 over many minibatches, at the end of warmup; NEP = P(λ < 0) and
-APE = E[λ | λ > 0] summarize them (`harness.hessian.nep_ape`).
+APE = E[λ | λ > 0] summarize them (`harness.analysis.hessian.nep_ape`).
 
 A unit is (model or checkpoint, minibatch, what to compute). `scope: minibatch`
 with `batch: -1` (default) expands into one unit per minibatch of the fixed,
@@ -12,7 +12,7 @@ seeded, augmented batches (`num_samples` / `batch_size`), so hundreds of
 minibatches spread over all workers; `scope: full` is one unit over all of them
 (batches weighted by size), optionally data-parallel over `shards` Ray actors.
 
-`solver: lanczos` (default) is ours (`harness.hessian`); `solver: pyhessian` runs
+`solver: lanczos` (default) is ours (`harness.analysis.hessian`); `solver: pyhessian` runs
 PyHessian's own eigenvalues() / trace() / density() on the same objective and
 batches and writes the same rows, so the two compare in one table. Attention
 runs on the explicit softmax(QKᵀ)V path for the whole computation (fused SDPA
@@ -41,17 +41,17 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from harness.context import UnitContext, WorkerCache
-from harness.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
+from harness.engine.context import UnitContext, WorkerCache
+from harness.analysis.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
                              broaden, checked_product, explicit_attention,
                              hutchinson_trace, lanczos_eigs, pyhessian_compat, slq,
                              start_vector)
-from harness.objective import (OBJECTIVE_PARAMS, batch_objective, cached_batches,
-                               unit_weight_decay)
-from harness.params import Param
-from harness.registry import Task, expand_axis, register_task
-from harness.units import WorkUnit
-from harness.workload import (CHECKPOINT_PARAM, MODEL_PARAMS, check_model_and_data,
+from harness.analysis.objective import batch_objective
+from tasks._workload import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
+from harness.engine.params import Param
+from harness.engine.registry import Task, expand_axis, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import (CHECKPOINT_PARAM, MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
 
 QUANTITIES = ("eigenvalues", "trace", "density")
@@ -165,7 +165,7 @@ def unit_batches(p: dict[str, Any], batches: list[Batch]) -> list[Batch]:
 def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.device
                     ) -> tuple[nn.Module, list[Batch], Any, list[float]]:
     """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs."""
-    from harness.hessian_parallel import shard_batches
+    from harness.analysis.hessian_parallel import shard_batches
 
     ctx = UnitContext(device=device, cache=WorkerCache(4), seed=p["seed"], unit_id="0")
     model, batches, loss_fn, _ = load_objective(p, ctx)
@@ -220,7 +220,7 @@ def _save_vectors(ctx: UnitContext, values: np.ndarray, vectors: torch.Tensor,
     """eigenvectors.safetensors beside the rows: rows of `vectors` in `param_names` order."""
     from safetensors.torch import save
 
-    from harness.checkpoints import write_bytes
+    from harness.fileio import write_bytes
 
     path = ctx.artifact("eigenvectors.safetensors")
     meta = {"param_names": json.dumps(names), "param_shapes": json.dumps(shapes)}
@@ -364,7 +364,7 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
     The unit itself loads nothing but the checkpoint's sidecar: the shards load the
     model and their batches where they run; the Lanczos basis lives on ctx.device.
     """
-    from harness.hessian_parallel import ShardedHessian
+    from harness.analysis.hessian_parallel import ShardedHessian
 
     method = resolve_method(p["hvp_method"], math.ceil(p["num_samples"] / p["shards"]))
     builder = functools.partial(shard_objective, p)

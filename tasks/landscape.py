@@ -1,13 +1,13 @@
 """landscape: the loss surface around a model on a 1D or 2D grid (Park & Kim Fig. 1a).
 
 Rows: one per grid point — its coordinates, the NLL / accuracy / ECE of the
-fixed batches of `harness.objective` (augmented training data by default,
+fixed batches of `harness.analysis.objective` (augmented training data by default,
 as the paper measures), the norm terms l1, l2 (Σ per-tensor ‖w‖₂, the
 original's) and half_sq, the weight decay used and the objective
 NLL + weight_decay · penalty. The terms stay separate columns so either
 objective can be formed afterwards.
 
-Directions (`harness.directions`): `random` (seeded Gaussians,
+Directions (`harness.analysis.directions`): `random` (seeded Gaussians,
 `normalization` filter / filter_across / layer / none), `interpolate`
 (axis a runs from `checkpoint` at 0 to `checkpoint_to` at 1; a second axis,
 if any, is random) or `pca` (the top principal directions of a trajectory of
@@ -32,18 +32,18 @@ import pyarrow.fs as pafs
 import torch
 from torch import nn
 
-from harness.augment import validate_augment
-from harness.checkpoints import WEIGHTS_SUFFIX, load_state_dict, read_sidecar
-from harness.context import UnitContext
-from harness.directions import (NORMALIZATIONS, interpolation_direction, pca_directions,
+from harness.data.augment import validate_augment
+from harness.models.checkpoints import WEIGHTS_SUFFIX, load_state_dict, read_sidecar
+from harness.engine.context import UnitContext
+from harness.analysis.directions import (NORMALIZATIONS, interpolation_direction, pca_directions,
                                 random_direction)
-from harness.landscape import Plane, axis_values, evaluate_points, grid_points
-from harness.objective import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
-from harness.params import Param
-from harness.registry import Task, expand_axis, register_task
-from harness.store import resolve_root
-from harness.units import WorkUnit
-from harness.workload import (MODEL_PARAMS, check_model_and_data,
+from harness.analysis.landscape import Plane, axis_values, evaluate_points, grid_points
+from tasks._workload import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
+from harness.engine.params import Param
+from harness.engine.registry import Task, expand_axis, register_task
+from harness.fileio import resolve_root
+from harness.engine.units import WorkUnit
+from tasks._workload import (MODEL_PARAMS, check_model_and_data,
                               unit_model_and_data)
 
 DIRECTIONS = ("random", "interpolate", "pca")

@@ -22,16 +22,14 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from harness.blocks import Block, forward_blocks
-from harness.context import UnitContext
-from harness.features import (BLOCK_FIELDS, block_columns, block_table, check_decomposable,
-                              load_model_and_data, representation_params,
-                              unresolved_checkpoint_ref)
-from harness.metrics import classification_metrics
-from harness.params import Param
-from harness.registry import Task, expand_axis, register_task
-from harness.units import WorkUnit
-from harness.workload import check_model_and_data
+from harness.models.blocks import Block, forward_blocks
+from harness.engine.context import UnitContext
+from tasks._blocks import (BLOCK_FIELDS, block_columns, block_table, check_decomposable, load_model_and_data, representation_params, unresolved_checkpoint_ref)
+from harness.analysis.metrics import classification_metrics
+from harness.engine.params import Param
+from harness.engine.registry import Task, expand_axis, register_task
+from harness.engine.units import WorkUnit
+from tasks._workload import check_model_and_data
 
 ALL_RESIDUAL = -1
 
@@ -123,7 +121,7 @@ def expand(combo: dict[str, Any]) -> list[dict[str, Any]]:
     """block -1 -> one unit per residual block index; an explicit index -> that unit."""
     if combo["block"] == ALL_RESIDUAL and unresolved_checkpoint_ref(combo):
         raise ValueError(f"checkpoint {combo['checkpoint']!r}: resolve sweep references "
-                         "(harness.checkpoints.resolve_checkpoint_refs) before expanding units")
+                         "(harness.engine.checkpoint_refs.resolve_checkpoint_refs) before expanding units")
     return expand_axis(combo, "block", ALL_RESIDUAL, lambda: residual_indices(combo))
 
 

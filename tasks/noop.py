@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from harness.context import UnitContext
-from harness.params import Param
-from harness.registry import Task, register_task
-from harness.units import WorkUnit
+from harness.engine.context import UnitContext
+from harness.engine.params import Param
+from harness.engine.registry import Task, register_task
+from harness.engine.units import WorkUnit
 
 PARAMS = (
     Param("index", int, 0, "distinguishes units of a sweep", min=0),

@@ -15,16 +15,17 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from harness.augment import PRESETS, augment_config, validate_augment
-from harness.checkpoints import save_checkpoint
-from harness.context import UnitContext
-from harness.metrics import classification_metrics
-from harness.models import build_model, count_params
-from harness.params import Param
-from harness.registry import Task, register_task
-from harness.training import Recipe, make_optimizer, train_epoch
-from harness.units import WorkUnit
-from harness.workload import MODEL_PARAMS, cached_dataset, check_model_and_data, predict_logits
+from harness.data.augment import PRESETS, augment_config, validate_augment
+from harness.models.checkpoints import save_checkpoint
+from harness.engine.context import UnitContext
+from harness.analysis.metrics import classification_metrics
+from harness.models.registry import build_model, count_params
+from harness.engine.params import Param
+from harness.engine.registry import Task, register_task
+from harness.analysis.training import Recipe, make_optimizer, train_epoch
+from harness.engine.units import WorkUnit
+from tasks._workload import MODEL_PARAMS, cached_dataset, check_model_and_data
+from harness.analysis.perturb import predict_logits
 
 _R = Recipe()
 PARAMS = MODEL_PARAMS + (

@@ -39,8 +39,8 @@ def ray_session():
     """One embedded Ray for the in-process tests (the executor reuses it)."""
     import ray
 
-    from harness.executor import RunConfig
-    from harness.ray_pool import ensure_ray
+    from harness.engine.executor import RunConfig
+    from harness.engine.ray_pool import ensure_ray
 
     ensure_ray(RunConfig(kind="ray", workers=2))
     yield ray

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.augment import (
+from harness.data.augment import (
     CROP_PADDING,
     PRESETS,
     AugmentConfig,
@@ -19,7 +19,7 @@ from harness.augment import (
     soft_cross_entropy,
     validate_augment,
 )
-from harness.data import load_dataset
+from harness.data.datasets import load_dataset
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from harness.checkpoints import CheckpointError, load_checkpoint, read_sidecar, save_checkpoint
-from harness.models import build_model
+from harness.models.checkpoints import CheckpointError, load_checkpoint, read_sidecar, save_checkpoint
+from harness.models.registry import build_model
 
 from conftest import SMALL_RESNET, SMALL_VIT
 

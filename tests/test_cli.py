@@ -7,7 +7,7 @@ import json
 
 import harness
 from harness import cli
-from harness.progress import Progress
+from harness.engine.progress import Progress
 
 from conftest import write_sweep
 

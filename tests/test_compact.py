@@ -11,10 +11,11 @@ import pytest
 from conftest import write_sweep
 
 import harness
-from harness import cli, compact
-from harness.executor import RunConfig, run_units
-from harness.spec import validate
-from harness.store import Store
+from harness import cli
+from harness.engine import compact
+from harness.engine.executor import RunConfig, run_units
+from harness.engine.spec import validate
+from harness.engine.store import Store
 
 N = 150
 DOC = {"name": "many", "tasks": {"noop": {"index": list(range(N)), "sleep_s": 0.0}}}

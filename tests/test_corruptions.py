@@ -1,4 +1,4 @@
-"""The CIFAR-C corruption library (harness.corruptions) and the CIFAR-C file reader.
+"""The CIFAR-C corruption library (harness.data.corruptions) and the CIFAR-C file reader.
 
 Images: smooth synthetic RGB images (bicubic upsampling of random 6x6 images,
 on the 1/255 grid), which have natural-image-like local correlation.
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.cifar_c import load_cifar_c
-from harness.corruptions import (
+from harness.data.cifar_c import load_cifar_c
+from harness.data.corruptions import (
     CORRUPTIONS,
     FIELDS,
     SEVERITIES,
@@ -26,7 +26,7 @@ from harness.corruptions import (
     corruption_params,
     ops,
 )
-from harness.corruptions.rng import ImageRNG, hash32, hash32_int
+from harness.data.corruptions.rng import ImageRNG, hash32, hash32_int
 
 #: Kinds with no randomness (the same output for every seed).
 DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
@@ -102,7 +102,7 @@ def test_hash_rng_matches_python_reference_and_is_uniform() -> None:
 
 
 def test_poisson_sampler_moments() -> None:
-    from harness.corruptions.noise import poisson
+    from harness.data.corruptions.noise import poisson
 
     rng = ImageRNG(3, 1, 1, torch.arange(100))
     for lam in (0.5, 4.0, 9.99, 10.0, 60.0, 500.0):

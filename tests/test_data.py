@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from harness.data import Dataset, dataset_names, load_dataset, validate_dataset_args
+from harness.data.datasets import Dataset, dataset_names, load_dataset, validate_dataset_args
 
 
 def _counts(y: torch.Tensor, num_classes: int) -> np.ndarray:

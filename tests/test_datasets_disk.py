@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.data import (
+from harness.data.datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR100_MEAN,

@@ -7,8 +7,8 @@ from conftest import comparable, tiny_eval_doc, write_sweep
 
 import harness
 from harness import cli
-from harness.executor import RunConfig, run_units
-from harness.spec import validate
+from harness.engine.executor import RunConfig, run_units
+from harness.engine.spec import validate
 
 
 def test_local_evaluate_sweep_gives_real_metrics(tmp_path):
@@ -71,8 +71,8 @@ def test_failing_unit_lands_in_failures_and_the_rest_completes(in_tmp, capsys):
 
 def test_failure_is_cleared_when_the_unit_later_succeeds(tmp_path):
     ok = validate({"name": "c", "tasks": {"noop": {"index": 0}}}).units()[0]
-    from harness.runner import UnitRunner
-    from harness.units import WorkUnit
+    from harness.engine.runner import UnitRunner
+    from harness.engine.units import WorkUnit
 
     runner = UnitRunner(str(tmp_path))
     bad = WorkUnit("c", "noop", {**ok.params, "fail": True}, unit_id=ok.unit_id)
@@ -83,7 +83,7 @@ def test_failure_is_cleared_when_the_unit_later_succeeds(tmp_path):
 
 
 def test_worker_cache_builds_each_model_once(tmp_path, monkeypatch):
-    from harness import workload
+    from tasks import _workload as workload
 
     calls = []
     real = workload.build_model
@@ -106,8 +106,8 @@ def test_embedded_ray_starts_whether_ray_or_harness_is_imported_first(tmp_path):
     for first, second in (("ray", "harness"), ("harness", "ray")):
         code = (f"import {first}, {second}, os\n"
                 "print('mode', os.environ.get('RAY_AUTH_MODE'))\n"
-                "from harness.executor import RunConfig\n"
-                "from harness.ray_pool import ensure_ray\n"
+                "from harness.engine.executor import RunConfig\n"
+                "from harness.engine.ray_pool import ensure_ray\n"
                 "ensure_ray(RunConfig(kind='ray', workers=1))\n"
                 "print('cpus', ray.cluster_resources()['CPU'])\n"
                 "ray.shutdown()\n")

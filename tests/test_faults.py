@@ -25,11 +25,11 @@ from conftest import comparable, harness_env, write_sweep
 
 import harness
 from harness import cli
-from harness.executor import RunConfig, run_units
-from harness.ray_pool import TARGET_BATCH_S, batch_size, cap_gpu_memory
-from harness.runner import UnitRunner
-from harness.spec import validate
-from harness.store import CorruptResultError, Store
+from harness.engine.executor import RunConfig, run_units
+from harness.engine.ray_pool import TARGET_BATCH_S, batch_size, cap_gpu_memory
+from harness.engine.runner import UnitRunner
+from harness.engine.spec import validate
+from harness.engine.store import CorruptResultError, Store
 
 
 def _noop(name: str, *blocks: dict) -> dict:

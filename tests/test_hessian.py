@@ -12,15 +12,15 @@ from torch import nn
 from torch.func import functional_call
 
 import harness
-from harness.augment import soft_targets
-from harness.executor import RunConfig, run_units
-from harness.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
+from harness.data.augment import soft_targets
+from harness.engine.executor import RunConfig, run_units
+from harness.analysis.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
                              broaden, check_hvp, checked_product, error_estimates, explicit_attention, gaussian,
                              hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
                              slq, start_vector)
-from harness.models import build_model
-from harness.objective import batch_objective
-from harness.spec import SpecError, validate
+from harness.models.registry import build_model
+from harness.analysis.objective import batch_objective
+from harness.engine.spec import SpecError, validate
 
 from conftest import SMALL_RESNET, SMALL_VIT
 
@@ -380,7 +380,7 @@ def test_task_spec_errors():
 
 @pytest.mark.slow
 def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
-    from harness.hessian_parallel import ShardedHessian
+    from harness.analysis.hessian_parallel import ShardedHessian
     from tasks.hessian import shard_objective
 
     doc = hessian_doc(scope="full", num_samples=60, batch_size=16, augment="basic",

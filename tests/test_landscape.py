@@ -12,18 +12,18 @@ from torch import nn
 
 import harness
 from harness import cli
-from harness.checkpoints import (load_checkpoint, load_state_dict, resolve_checkpoint_refs,
-                                 save_checkpoint)
-from harness.context import UnitContext, WorkerCache
-from harness.data import load_dataset
-from harness.directions import (interpolation_direction, pca_directions, perturbed_names,
+from harness.models.checkpoints import load_checkpoint, load_state_dict, save_checkpoint
+from harness.engine.checkpoint_refs import resolve_checkpoint_refs
+from harness.engine.context import UnitContext, WorkerCache
+from harness.data.datasets import load_dataset
+from harness.analysis.directions import (interpolation_direction, pca_directions, perturbed_names,
                                 random_direction)
-from harness.executor import RunConfig, run_units
-from harness.landscape import Plane, evaluate_points
-from harness.models import build_model
-from harness.objective import fixed_batches, measure, norm_terms
-from harness.spec import SpecError, validate
-from harness.units import WorkUnit
+from harness.engine.executor import RunConfig, run_units
+from harness.analysis.landscape import Plane, evaluate_points
+from harness.models.registry import build_model
+from harness.analysis.objective import fixed_batches, measure, norm_terms
+from harness.engine.spec import SpecError, validate
+from harness.engine.units import WorkUnit
 
 from conftest import SMALL_RESNET, SMALL_VIT, comparable, write_sweep
 
@@ -133,7 +133,7 @@ def test_origin_equals_the_evaluate_task_and_objective_measure(tmp_path):
     assert clean["nll"] == pytest.approx(ev["nll"], rel=1e-5)
     assert clean["acc"] == ev["acc"] and clean["ece"] == pytest.approx(ev["ece"], abs=1e-6)
     assert ls.loc[ls["augment"] == "none", "nll"].max() > clean["nll"]  # the curve moves
-    # the same numbers computed independently with harness.objective, bit for bit
+    # the same numbers computed independently with harness.analysis.objective, bit for bit
     model = fresh(SMALL_RESNET)
     augmented = ls[ls["augment"] == "paper"].iloc[0]
     batches = fixed_batches(load_dataset("digits", "train"), 64, 32, "paper", {}, seed=0)
@@ -191,8 +191,8 @@ def _unit(doc: dict, index: int = 0) -> WorkUnit:
 
 def test_weights_are_bit_identical_after_units_even_failing_ones(monkeypatch):
     ctx = UnitContext(device=CPU, cache=WorkerCache(), seed=0, unit_id="0" * 20)
-    from harness.registry import get_task
-    from harness.workload import cached_model
+    from harness.engine.registry import get_task
+    from tasks._workload import cached_model
 
     task = get_task("landscape")
     model = cached_model(ctx, "resnet18", 10, 0, SMALL_RESNET["model_args"])
@@ -211,7 +211,7 @@ def test_weights_are_bit_identical_after_units_even_failing_ones(monkeypatch):
     assert len(huge) == 9 and not huge["finite"].any()  # recorded, not raised
     assert not np.isfinite(huge["objective"]).any() and huge["ece"].isna().all()
     # an error in the middle of a chunk still restores w0
-    import harness.landscape as landscape
+    import harness.analysis.landscape as landscape
 
     calls = []
     real = landscape.measure
@@ -231,7 +231,7 @@ def test_weights_are_bit_identical_after_units_even_failing_ones(monkeypatch):
 
 def test_bn_recompute_measures_other_statistics():
     ctx = UnitContext(device=CPU, cache=WorkerCache(), seed=0, unit_id="0" * 20)
-    from harness.registry import get_task
+    from harness.engine.registry import get_task
 
     task = get_task("landscape")
     plain, recomputed = (task.run(_unit(grid_doc("bn", bn_recompute=flag)), ctx)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.metrics import (
+from harness.analysis.metrics import (
     bin_index,
     calibration_metrics,
     classification_metrics,

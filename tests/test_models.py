@@ -5,7 +5,7 @@ import timm
 import torch
 from timm.layers import Attention
 
-from harness.models import (
+from harness.models.registry import (
     MODELS,
     ModelEntry,
     build_model,

@@ -29,7 +29,7 @@ import pytest
 from conftest import harness_env, write_sweep
 
 import harness
-from harness.store import Store
+from harness.engine.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from harness.data import load_dataset
-from harness.objective import (batch_objective, fixed_batches, measure, norm_terms,
+from harness.data.datasets import load_dataset
+from harness.analysis.objective import (batch_objective, fixed_batches, measure, norm_terms,
                                resolve_weight_decay)
 
 

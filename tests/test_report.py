@@ -16,8 +16,8 @@ import pytest
 from conftest import SMALL_RESNET, SMALL_VIT
 
 import harness
-from harness.checkpoints import resolve_checkpoint_refs
-from harness.executor import RunConfig, run_units
+from harness.engine.checkpoint_refs import resolve_checkpoint_refs
+from harness.engine.executor import RunConfig, run_units
 from harness.report import (
     data_size_ablation,
     frequency_noise,
@@ -35,8 +35,8 @@ from harness.report import (
 )
 from harness.report.html import to_markdown
 from harness.report.tables import NoData
-from harness.spec import validate
-from harness.store import Store
+from harness.engine.spec import validate
+from harness.engine.store import Store
 
 ARGS_R = json.dumps(SMALL_RESNET["model_args"], sort_keys=True, separators=(",", ":"))
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import harness
-from harness.blocks import Block, blocks
-from harness.executor import RunConfig, run_units
-from harness.features import (FeatureVariance, FourierProfile, feature_variance, fourier_profile,
+from harness.models.blocks import Block, blocks
+from harness.engine.executor import RunConfig, run_units
+from harness.analysis.features import (FeatureVariance, FourierProfile, feature_variance, fourier_profile,
                               to_spatial)
-from harness.models import build_model
-from harness.spec import SpecError, validate
+from harness.models.registry import build_model
+from harness.engine.spec import SpecError, validate
 
 from conftest import SMALL_RESNET, SMALL_VIT
 

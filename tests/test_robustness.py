@@ -15,14 +15,14 @@ import torch
 from conftest import SMALL_RESNET, SMALL_VIT, comparable
 
 import harness
-from harness.context import UnitContext, WorkerCache
-from harness.data import load_dataset
-from harness.executor import RunConfig, run_units
-from harness.freqnoise import DEFAULT_GRID, frequency_noise
-from harness.metrics import calibration_metrics, classification_metrics
-from harness.models import build_model
-from harness.registry import get_task
-from harness.spec import SpecError, validate
+from harness.engine.context import UnitContext, WorkerCache
+from harness.data.datasets import load_dataset
+from harness.engine.executor import RunConfig, run_units
+from harness.data.freqnoise import DEFAULT_GRID, frequency_noise
+from harness.analysis.metrics import calibration_metrics, classification_metrics
+from harness.models.registry import build_model
+from harness.engine.registry import get_task
+from harness.engine.spec import SpecError, validate
 
 CPU = torch.device("cpu")
 EVALUATE_COLUMNS = ["quantity", "acc", "nll", "ece", "signed_ece", "brier", "top5_acc", "acc_90",
@@ -31,7 +31,7 @@ EVALUATE_COLUMNS = ["quantity", "acc", "nll", "ece", "signed_ece", "brier", "top
 
 
 def _fresh(spec: dict, num_classes: int = 10, seed: int = 0) -> torch.nn.Module:
-    """The model a unit with these params builds (harness.workload.cached_model)."""
+    """The model a unit with these params builds (tasks._workload.cached_model)."""
     torch.manual_seed(seed)
     return build_model(spec["model"], num_classes, **spec["model_args"]).eval()
 
@@ -203,7 +203,7 @@ CORRUPT_COMMON = {**SMALL_VIT, "dataset": "digits", "max_samples": 64, "batch_si
 
 def _serial_corruption(kind: str, severity: int, n: int = 64) -> dict[str, float]:
     """The corruption task's numbers by a plain loop: whole set in one batch, ids 0..n-1."""
-    from harness.corruptions import corrupt
+    from harness.data.corruptions import corrupt
 
     data = load_dataset("digits", "test")
     mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
@@ -263,8 +263,8 @@ def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch):
     reading them back must give exactly the metrics of generating them on the fly."""
     from test_datasets_disk import write_fake_cifar10
 
-    from harness.corruptions import SEVERITIES, corrupt
-    from harness.perturb import to_pixels
+    from harness.data.corruptions import SEVERITIES, corrupt
+    from harness.analysis.perturb import to_pixels
 
     monkeypatch.delenv("HARNESS_DATA", raising=False)
     write_fake_cifar10(tmp_path / "data")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from harness import cli
-from harness.spec import SpecError, apply_overrides, validate
-from harness.units import unit_id_for
+from harness.engine.spec import SpecError, apply_overrides, validate
+from harness.engine.units import unit_id_for
 
 from conftest import tiny_eval_doc, write_sweep
 
@@ -91,6 +92,15 @@ def test_missing_sweep_file_says_where_it_looked(in_tmp, capsys):
     assert not (in_tmp / "res").exists()
 
 
+def test_sweep_name_resolves_outside_the_checkout(in_tmp):
+    """`harness run demo` from any directory finds the shipped sweeps/ (not only from the repo)."""
+    from harness.engine.spec import resolve_sweep_path
+
+    found = resolve_sweep_path("demo")
+    assert found == (Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml")
+    assert not (in_tmp / "sweeps").exists()
+
+
 def test_yaml_is_loaded_safely(in_tmp, capsys):
     (in_tmp / "evil.yaml").write_text("!!python/object/apply:os.system ['touch pwned']\n")
     assert cli.main(["run", str(in_tmp / "evil.yaml"), "--results", "res"]) == 2
@@ -159,7 +169,7 @@ def test_all_errors_reported_at_once():
 
 ID_SCRIPT = """
 import json, sys
-from harness.spec import validate
+from harness.engine.spec import validate
 doc = json.loads(sys.argv[1])
 print(json.dumps([u.unit_id for u in validate(doc).units()]))
 """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import harness
-from harness.executor import RunConfig, run_units
-from harness.spec import validate
-from harness.store import Store
+from harness.engine.executor import RunConfig, run_units
+from harness.engine.spec import validate
+from harness.engine.store import Store
 
 NOOP = {"name": "st", "tasks": {"noop": {"index": [0, 1, 2, 3], "work_iters": [0, 2]}}}
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 import harness
-from harness.checkpoints import load_checkpoint, read_sidecar
-from harness.executor import RunConfig, run_units
-from harness.spec import SpecError, validate
-from harness.checkpoints import resolve_checkpoint_refs
+from harness.models.checkpoints import load_checkpoint, read_sidecar
+from harness.engine.executor import RunConfig, run_units
+from harness.engine.spec import SpecError, validate
+from harness.engine.checkpoint_refs import resolve_checkpoint_refs
 
 from conftest import comparable
 

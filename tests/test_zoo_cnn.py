@@ -12,9 +12,9 @@ import timm
 import torch
 from torch import nn
 
-from harness.blocks import KINDS, blocks, forward_blocks
-from harness.models import MODELS, build_model, count_params, model_names, validate_model_args
-from harness.zoo.cnn import WideBasic
+from harness.models.blocks import KINDS, blocks, forward_blocks
+from harness.models.registry import MODELS, build_model, count_params, model_names, validate_model_args
+from harness.models.zoo.cnn import WideBasic
 
 #: Small variants: every code path of the full model (projection and identity shortcuts, grouped
 #: convs, all pools) at a fraction of the cost.

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.blocks import Block, blocks, forward_blocks
-from harness.models import MODELS, build_model, count_params, validate_model_args
-from harness.zoo.timm_models import build_timm, validate_timm
-from harness.zoo.transformers import AlterNet, MSABlock, PaddedSwinBlock, WindowMSA, padded_window_mask
+from harness.models.blocks import Block, blocks, forward_blocks
+from harness.models.registry import MODELS, build_model, count_params, validate_model_args
+from harness.models.zoo.timm_models import build_timm, validate_timm
+from harness.models.zoo.transformers import AlterNet, MSABlock, PaddedSwinBlock, WindowMSA, padded_window_mask
 
 SMALL = {
     "vit_ti": {"embed_dim": 24, "depth": 2, "num_heads": 3, "patch_size": 4},

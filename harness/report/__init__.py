@@ -41,7 +41,7 @@ __all__ = [
 def load_joined(results: str, task: str, sweep: str | list[str] | None = None, **filters):
     """`harness.load` of one task, joined with the train rows (of every sweep under
     `results`) that wrote its checkpoints: adds train_fraction, epoch, train_seed, weights."""
-    from harness.store import Store, load
+    from harness.engine.store import Store, load
 
     df = load(results, task=task, sweep=sweep, **filters)
     store = Store(results)

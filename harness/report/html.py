@@ -27,7 +27,7 @@ import pandas as pd
 from harness.report import plots, tables
 from harness.report.frames import final_epochs, metrics_rows, train_final, with_training
 from harness.report.tables import NoData
-from harness.store import Store, load
+from harness.engine.store import Store, load
 
 #: Tasks read for the report, in the order their sections appear.
 TASKS = ("train", "evaluate", "corruption", "freqnoise", "landscape", "hessian", "fourier",
@@ -165,7 +165,7 @@ def _unit_status(store: Store, sweep: str) -> tuple[list[tuple[str, int, int, in
         return ([(t, -1, len(store.unit_ids(sweep, t)), -1, -1) for t in found],
                 "no stored spec (_sweep.json): totals unknown")
     try:
-        from harness.spec import validate
+        from harness.engine.spec import validate
 
         units = validate(manifest["spec"]).units()
     except Exception as exc:  # noqa: BLE001 - a spec that no longer validates
@@ -441,7 +441,7 @@ def write_report(results: str, out: str | Path, sweeps: list[str] | None = None)
     train rows of every sweep are still read to join checkpoints to their
     training runs. Returns the path of index.html.
     """
-    from harness.spec import SpecError
+    from harness.engine.spec import SpecError
 
     store = Store(results)
     available = store.sweeps()

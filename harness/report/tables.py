@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.hessian import nep_ape
+from harness.analysis.hessian import nep_ape
 from harness.report.frames import group_frames, identity_keys, labels, metrics_rows
 
 #: Evaluate's metric columns in the paper's order (the ones present are shown).

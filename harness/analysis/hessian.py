@@ -1,0 +1,789 @@
+"""Hessian numerics: exact Hessian-vector products, Lanczos, Hutchinson trace, SLQ density.
+
+Pure functions over a model, a loss and batches, shared by the `hessian` task,
+its benchmark and its tests, so a number in a Parquet file and a number in a
+test come from the same code.
+
+The operator is H = Σ_k w_k ∇²_θ loss(model, batch_k) over all trainable
+parameters θ with w_k = n_k / Σ n (batches weighted by their size). Three exact
+ways to apply it (`HVP_METHODS`), measured by `benchmarks/bench_hessian.py` (CPU,
+one torch thread, batch 32, HVP time over one gradient's time, two runs):
+
+=================================  ==============  ==============
+method                             ResNet-18 w16   ViT-Ti w96 d6
+=================================  ==============  ==============
+retained (double backward through  2.50 / 2.57     2.21 / 2.21
+  a kept gradient graph)
+double_backward (fresh)            3.55 / 3.61     3.17 / 3.25
+forward_over_reverse (fresh,       4.02 / 4.26     3.77 / 3.91
+  torch.func jvp of grad)
+  … vmap-ed, per probe of 4        3.66 / 3.35     2.67 / 3.24
+retained, batched, per probe of 4  2.54 / 2.57     2.46 / 2.67
+torch.func.linearize (2 threads)   2.8, +142 to    1.9, +85 to
+                                     build           build
+=================================  ==============  ==============
+
+`retained` wins (and batching probes does not pay on CPU): the forward and the
+first backward (with `create_graph`) run once per operator, every HVP is one
+backward through that graph — the product PyHessian uses on a single batch, so
+per product the two tie and our speed has to come from fewer products. It costs the
+memory of the graph for every batch of the operator; `double_backward` keeps
+nothing between HVPs (the full-dataset / large-batch mode), and
+`forward_over_reverse` is the torch.func path (vmap-able, `fused_attn` off
+required as for the others).
+
+Lanczos keeps the whole basis (full reorthogonalization, classical Gram–Schmidt
+twice), α and β in float64, and solves the tridiagonal with the symmetric
+`scipy.linalg.eigh_tridiagonal`. A Ritz pair (θ, y) has the residual
+r = ‖Hy − θy‖ = |β_m s_m|, an upper bound on the distance of θ to the spectrum;
+once θ is separated from the rest of the spectrum by a gap δ, the error is
+bounded by r²/δ (Kato–Temple; Parlett, The Symmetric Eigenvalue Problem, §11.7),
+far below r. A wanted Ritz value is converged when min(r, r²/δ) ≤ tol · max|θ|
+(≈ tol·‖H‖) and r ≤ 10 · tol · max|θ|, with δ estimated by the distance to the
+nearest other Ritz value — the guard on r keeps an estimated gap of a Ritz value
+that is not yet resolved from ending the run. The top eigenvalues' Krylov space
+is entered faster from a start vector that already leans into it: the gradient
+concentrates in the top Hessian eigenspace (Gur-Ari et al., 2018), so the top-k
+solve starts from random + gradient (each normalized), the random half keeping
+every eigendirection reachable. Measured in benchmarks/bench_hessian.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from scipy.linalg import eigh_tridiagonal
+from torch import nn
+
+Batch = Sequence[torch.Tensor]
+#: loss(model, batch) -> scalar tensor, differentiable in the model's parameters.
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+HVP_METHODS = ("retained", "double_backward", "forward_over_reverse")
+WHICH = ("magnitude", "both", "largest", "smallest")
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+class FlatParams:
+    """The trainable parameters as one flat vector: views in, one concatenation out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters")
+        self.names = [k for k, _ in named]
+        self.params = [p for _, p in named]
+        self.shapes = [p.shape for p in self.params]
+        self.numels = [p.numel() for p in self.params]
+        self.n = sum(self.numels)
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Per-parameter views of a flat vector (no copy)."""
+        return [t.view(s) for t, s in zip(torch.split(flat, self.numels), self.shapes)]
+
+    def unflatten_rows(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Per-parameter views (k, *shape) of a (k, n) matrix whose rows are vectors."""
+        return [t.reshape(rows.shape[0], *s)
+                for t, s in zip(torch.split(rows, self.numels, dim=1), self.shapes)]
+
+    def flatten(self, tensors: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """One flat vector from per-parameter tensors (None: zeros)."""
+        return torch.cat([(t if t is not None else torch.zeros(s, dtype=self.dtype,
+                                                                device=self.device)).reshape(-1)
+                          for t, s in zip(tensors, self.shapes)])
+
+    def flatten_rows(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A (k, n) matrix from per-parameter tensors (k, *shape)."""
+        return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
+
+
+def rademacher(n: int, generator: torch.Generator, dtype: torch.dtype,
+               device: torch.device, rows: int | None = None) -> torch.Tensor:
+    """±1 entries (a flat vector, or `rows` of them), drawn on the generator's device."""
+    shape = (n,) if rows is None else (rows, n)
+    v = torch.randint(0, 2, shape, generator=generator, device=generator.device)
+    return (2 * v - 1).to(device=device, dtype=dtype)
+
+
+def gaussian(n: int, generator: torch.Generator, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+    """A standard normal flat vector (Lanczos start)."""
+    return torch.randn(n, generator=generator, device=generator.device,
+                       dtype=torch.float32 if dtype == torch.float16 else dtype).to(device, dtype)
+
+
+def dot64(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Inner product accumulated in float64 (Lanczos' α, β and Rayleigh quotients)."""
+    return float(torch.dot(a.to(torch.float64), b.to(torch.float64)))
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[int]:
+    """Run every attention module on the explicit softmax(QKᵀ)V path for the duration.
+
+    Fused scaled-dot-product attention has neither double backward nor forward-mode
+    AD. Unlike `harness.models.registry.disable_fused_attn` the previous flags come back
+    afterwards, so a model shared through the worker cache keeps its fast path for
+    other tasks. Yields the number of attention modules (0 for a CNN).
+    """
+    modules = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    before = [m.fused_attn for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        yield len(modules)
+    finally:
+        for m, flag in zip(modules, before):
+            m.fused_attn = flag
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+class _Objective(nn.Module):
+    """loss_fn(model, batch) as a module, so torch.func.functional_call swaps every
+    parameter the loss touches (penalty terms included), not only those of forward()."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+class HessianOperator:
+    """H = Σ_k w_k ∇² loss(model, batch_k), applied exactly to flat vectors.
+
+    weights: per-batch weights; default n_k / Σ n (the objective over the union
+        of the batches). A shard of a data-parallel operator passes n_k / N_total.
+    method: one of HVP_METHODS (see the module docstring).
+    The model must be in eval mode (batch-statistics norm layers and dropout make
+    the objective a different function at every call).
+    """
+
+    def __init__(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn,
+                 method: str = "retained", weights: Sequence[float] | None = None) -> None:
+        if method not in HVP_METHODS:
+            raise ValueError(f"unknown hvp method {method!r}; allowed: {', '.join(HVP_METHODS)}")
+        training = sorted({type(m).__name__ for m in model.modules() if m.training})
+        if training:
+            raise ValueError(f"model has modules in train mode ({', '.join(training[:4])}): "
+                             "call model.eval() — train-mode norm layers and dropout make the "
+                             "objective change between Hessian-vector products")
+        if not batches:
+            raise ValueError("no batches")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.method = method
+        self.flat = FlatParams(model)
+        device = self.flat.device
+        self.batches = [tuple(t.to(device, non_blocking=True) for t in b) for b in batches]
+        sizes = [len(b[0]) for b in self.batches]
+        self.num_samples = sum(sizes)
+        self.weights = ([s / self.num_samples for s in sizes] if weights is None
+                        else [float(w) for w in weights])
+        self.hvps = 0
+        self.setup_seconds = 0.0
+        self._graph: list[torch.Tensor] | None = None
+        self._hv_fn: Callable[..., Any] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.flat.n
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.flat.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    # -- values ------------------------------------------------------------
+    @torch.no_grad()
+    def loss(self) -> float:
+        """The weighted objective Σ w_k loss_k."""
+        return sum(w * float(self.loss_fn(self.model, b)) for w, b in zip(self.weights,
+                                                                          self.batches))
+
+    def gradient(self) -> torch.Tensor:
+        """The flat gradient of the weighted objective: read off the kept graph (`retained`:
+        built here if needed, the products reuse it), else one forward/backward per batch."""
+        if self.method == "retained" or self._graph is not None:
+            return self.flat.flatten([g.detach() for g in self._build_graph()])
+        total = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        for w, b in zip(self.weights, self.batches):
+            g = torch.autograd.grad(self.loss_fn(self.model, b), self.flat.params,
+                                    allow_unused=True, materialize_grads=True)
+            total.add_(self.flat.flatten(g), alpha=w)
+        return total
+
+    # -- products ----------------------------------------------------------
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Hv for a flat vector v."""
+        self.hvps += 1
+        if self.method == "retained":
+            return self._retained(v.unsqueeze(0), batched=False)[0]
+        if self.method == "double_backward":
+            return self.fresh_matvec(v)
+        return self._fwd_rev(v.unsqueeze(0))[0]
+
+    def matmat(self, rows: torch.Tensor) -> torch.Tensor:
+        """H applied to every row of a (k, n) matrix: one batched (vmap-ed) pass for
+        `retained` and `forward_over_reverse`, a loop for `double_backward`."""
+        self.hvps += rows.shape[0]
+        if self.method == "retained":
+            return self._retained(rows, batched=rows.shape[0] > 1)
+        if self.method == "double_backward":
+            return torch.stack([self.fresh_matvec(r) for r in rows])
+        return self._fwd_rev(rows)
+
+    def fresh_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Hv by double backward through a freshly built graph (keeps nothing)."""
+        out = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        vs = self.flat.unflatten(v)
+        params = self.flat.params
+        for w, b in zip(self.weights, self.batches):
+            g = torch.autograd.grad(self.loss_fn(self.model, b), params, create_graph=True,
+                                    allow_unused=True, materialize_grads=True)
+            pairs = [(gi, vi) for gi, vi in zip(g, vs) if gi.requires_grad]
+            if pairs:
+                hv = torch.autograd.grad([p[0] for p in pairs], params,
+                                         grad_outputs=[p[1] for p in pairs],
+                                         allow_unused=True, materialize_grads=True)
+                out.add_(self.flat.flatten(hv), alpha=w)
+        return out
+
+    def _build_graph(self) -> list[torch.Tensor]:
+        """Σ_k w_k ∇loss_k with its graph kept, built once per operator."""
+        if self._graph is None:
+            started = time.perf_counter()
+            total: list[torch.Tensor] | None = None
+            for w, b in zip(self.weights, self.batches):
+                g = torch.autograd.grad(w * self.loss_fn(self.model, b), self.flat.params,
+                                        create_graph=True, allow_unused=True,
+                                        materialize_grads=True)
+                total = list(g) if total is None else [a + c for a, c in zip(total, g)]
+            self._graph = total
+            self.setup_seconds += time.perf_counter() - started
+        return self._graph
+
+    def _retained(self, rows: torch.Tensor, batched: bool) -> torch.Tensor:
+        graph = self._build_graph()
+        keep = [i for i, g in enumerate(graph) if g.requires_grad]
+        params = self.flat.params
+        if not keep:
+            return torch.zeros_like(rows)
+        if batched:
+            vs = self.flat.unflatten_rows(rows)
+            try:
+                hv = torch.autograd.grad([graph[i] for i in keep], params,
+                                         grad_outputs=[vs[i] for i in keep], retain_graph=True,
+                                         is_grads_batched=True, allow_unused=True,
+                                         materialize_grads=True)
+                return self.flat.flatten_rows(hv)
+            except RuntimeError:  # an op without a batching rule: one product at a time
+                pass
+        out = []
+        for v in rows:
+            vs = self.flat.unflatten(v)
+            hv = torch.autograd.grad([graph[i] for i in keep], params,
+                                     grad_outputs=[vs[i] for i in keep], retain_graph=True,
+                                     allow_unused=True, materialize_grads=True)
+            out.append(self.flat.flatten(hv))
+        return torch.stack(out)
+
+    def _fwd_rev(self, rows: torch.Tensor) -> torch.Tensor:
+        """Forward-over-reverse (jvp of grad) with torch.func, vmap-ed over the rows."""
+        from torch.func import functional_call, grad, jvp, vmap
+
+        if self._hv_fn is None:
+            objective = _Objective(self.model, self.loss_fn)
+            names = ["model." + k for k in self.flat.names]
+            argnums = tuple(range(len(names)))
+
+            def hv(primals: tuple[torch.Tensor, ...], tangents: tuple[torch.Tensor, ...],
+                   batch: Batch) -> tuple[torch.Tensor, ...]:
+                def f(*ps: torch.Tensor) -> torch.Tensor:
+                    return functional_call(objective, dict(zip(names, ps)), (batch,))
+
+                return jvp(grad(f, argnums=argnums), primals, tangents)[1]
+
+            self._hv_fn = hv
+        primals = tuple(p.detach() for p in self.flat.params)
+        out = torch.zeros_like(rows)
+        vs = self.flat.unflatten_rows(rows)
+        for w, b in zip(self.weights, self.batches):
+            if rows.shape[0] == 1:
+                res = self._hv_fn(primals, tuple(v[0] for v in vs), b)
+                out.add_(self.flat.flatten(res).unsqueeze(0), alpha=w)
+            else:
+                res = vmap(lambda *t: self._hv_fn(primals, t, b))(*vs)
+                out.add_(self.flat.flatten_rows(res), alpha=w)
+        return out
+
+    def release(self) -> None:
+        """Drop the kept gradient graph (its memory) and any p.grad a caller left behind."""
+        self._graph = None
+        for p in self.flat.params:
+            p.grad = None
+
+
+def checked_product(op: "HessianOperator | Any", v: torch.Tensor, rtol: float | None = None
+                    ) -> tuple[torch.Tensor, float]:
+    """(Hv, relative difference): Hv the operator's way, checked against a product through a
+    freshly built graph — raises unless the two agree. A solver may start from v and reuse
+    Hv as its first product (`lanczos_eigs(first_product=…)`), so the check costs one fresh
+    product only.
+
+    Two products of one vector differ when the objective is not a fixed function:
+    a norm layer in train mode, active dropout or drop-path, a data pipeline that
+    re-augments. A non-finite product (e.g. the `l2` penalty Σ‖w‖ at a parameter
+    tensor that is exactly zero, where it has no Hessian) also stops here.
+    Returns the relative difference ‖a − b‖ / ‖a‖.
+    """
+    if rtol is None:
+        rtol = 1e-6 if op.dtype == torch.float64 else 1e-2
+    a = op.matvec(v)
+    b = op.fresh_matvec(v)
+    op.hvps += 1
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        flat = getattr(op, "flat", None)  # a ShardedHessian has no local parameters
+        zero = ([k for k, p in zip(flat.names, flat.params) if not bool(p.detach().any())]
+                if flat is not None else [])
+        hint = (f"; parameter tensors that are exactly zero: {', '.join(zero[:5])}"
+                f"{'…' if len(zero) > 5 else ''} (the `l2` penalty Σ‖w‖ has no Hessian there: "
+                "use penalty half_sq or weight_decay 0)" if zero else "")
+        raise FloatingPointError(f"the Hessian-vector product is not finite{hint}")
+    diff = float((a - b).norm() / a.norm().clamp_min(torch.finfo(a.dtype).tiny))
+    if diff > rtol:
+        raise RuntimeError(f"two Hessian-vector products of the same vector differ by {diff:.2e} "
+                           f"(relative, > {rtol:.0e}): the objective is not deterministic — "
+                           "a norm layer in train mode, dropout / drop-path active, or "
+                           "batches that change between calls")
+    return a, diff
+
+
+def check_hvp(op: "HessianOperator | Any", generator: torch.Generator, rtol: float | None = None
+              ) -> float:
+    """`checked_product` of a random unit vector; returns the relative difference."""
+    v = gaussian(op.n, generator, op.dtype, op.device)
+    return checked_product(op, v / v.norm(), rtol)[1]
+
+
+# --------------------------------------------------------------------------- Lanczos
+
+
+@dataclass
+class Tridiagonal:
+    """A Lanczos run: T's diagonal α and off-diagonal β (float64), the final β_m, the basis."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    last_beta: float
+    basis: torch.Tensor | None = None
+
+    def eig(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (ascending) and T's eigenvectors by the symmetric tridiagonal solver."""
+        if len(self.alpha) == 1:
+            return self.alpha.copy(), np.ones((1, 1))
+        return eigh_tridiagonal(self.alpha, self.beta, lapack_driver="stev")
+
+
+@dataclass
+class Eigenpairs:
+    """Wanted Ritz pairs of a Lanczos run, in report order.
+
+    end: "magnitude" (ranked by |λ|), "largest" or "smallest" (ranked from that end).
+    residual: ‖Hy − θy‖, an upper bound on |λ − θ| for some eigenvalue λ.
+    """
+
+    values: np.ndarray
+    residuals: np.ndarray
+    converged: np.ndarray
+    end: list[str]
+    rank: list[int]
+    steps: int
+    seconds: float
+    ritz: np.ndarray
+    vectors: torch.Tensor | None = None
+
+
+def _wanted(theta: np.ndarray, k: int, which: str) -> list[tuple[int, str, int]]:
+    """(index into theta, end, rank) of the wanted Ritz values."""
+    k = min(k, len(theta))
+    if which == "magnitude":
+        order = np.argsort(-np.abs(theta), kind="stable")[:k]
+        return [(int(i), "magnitude", r) for r, i in enumerate(order)]
+    top = [(int(i), "largest", r) for r, i in enumerate(np.argsort(-theta, kind="stable")[:k])]
+    bottom = [(int(i), "smallest", r) for r, i in enumerate(np.argsort(theta, kind="stable")[:k])]
+    if which == "largest":
+        return top
+    if which == "smallest":
+        return bottom
+    return top + bottom
+
+
+def start_vector(n: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", direction: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """A unit Lanczos start: Gaussian, plus `direction` (each normalized) when it is nonzero —
+    the gradient leans the start into the top eigenspace, the Gaussian keeps every
+    eigendirection reachable."""
+    v = gaussian(n, generator, dtype, torch.device(device))
+    v /= v.norm()
+    if direction is not None and float(direction.norm()) > 0:
+        v += direction.to(dtype=dtype, device=v.device) / direction.norm()
+        v /= v.norm()
+    return v
+
+
+def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, steps: int,
+            generator: torch.Generator | None = None, restart: bool = True,
+            stop: Callable[[Tridiagonal], bool] | None = None,
+            check_every: int = 1, first_product: torch.Tensor | None = None) -> Tridiagonal:
+    """Lanczos with full reorthogonalization (classical Gram–Schmidt, twice).
+
+    The basis is one preallocated (steps + 1, n) tensor. On breakdown (β ≈ 0: the
+    Krylov space is invariant) it continues from a random vector orthogonal to the
+    basis when `restart` (so repeated eigenvalues are found; T gets a zero
+    off-diagonal there), else it stops (SLQ: the quadrature is then exact).
+    `stop(tri)` is asked every `check_every` steps whether to end early.
+    first_product: H v0, when the caller already has it (e.g. from `checked_product`).
+    """
+    n = v0.numel()
+    steps = min(steps, n)
+    basis = torch.empty(steps + 1, n, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0 / v0.norm()
+    alpha: list[float] = []
+    beta: list[float] = []
+    eps = torch.finfo(v0.dtype).eps
+    scale = 0.0
+    for j in range(steps):
+        v = basis[j]
+        if j == 0 and first_product is not None:
+            w = first_product.to(dtype=v.dtype, device=v.device) / v0.norm()
+        else:
+            w = matvec(v)
+        if w.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr():
+            w = w.clone()  # an operator that returns (a view of) its input: w is updated in place
+        a = dot64(w, v)
+        alpha.append(a)
+        w.add_(v, alpha=-a)
+        if j > 0 and beta[-1] != 0.0:
+            w.add_(basis[j - 1], alpha=-beta[-1])
+        done = basis[: j + 1]
+        for _ in range(2):  # two matrix-vector passes each: the cost that grows with j
+            w.addmv_(done.t(), torch.mv(done, w), alpha=-1.0)
+        b = float(w.to(torch.float64).norm())
+        scale = max(scale, abs(a) + b + (beta[-1] if beta else 0.0))
+        if b <= eps ** (2 / 3) * scale:
+            if not restart or j + 1 >= n:
+                beta.append(0.0)
+                break
+            r = gaussian(n, generator or torch.Generator(v0.device), v0.dtype, v0.device)
+            for _ in range(2):
+                r.addmv_(done.t(), torch.mv(done, r), alpha=-1.0)
+            basis[j + 1] = r / r.norm()
+            beta.append(0.0)
+        else:
+            basis[j + 1] = w / b
+            beta.append(b)
+        if stop is not None and (j + 1) % check_every == 0 and j + 1 < steps:
+            tri = Tridiagonal(np.array(alpha), np.array(beta[:-1]), beta[-1], None)
+            if stop(tri):
+                break
+    m = len(alpha)
+    return Tridiagonal(np.array(alpha), np.array(beta[: m - 1]), beta[m - 1], basis[:m])
+
+
+def error_estimates(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """Per Ritz value, min(r, r²/δ): δ = distance to the nearest other Ritz value."""
+    if len(theta) < 2:
+        return residuals.copy()
+    ordered = np.sort(theta)
+    pos = np.searchsorted(ordered, theta)
+    below = np.where(pos > 0, theta - ordered[np.maximum(pos - 1, 0)], np.inf)
+    above = np.where(pos + 1 < len(theta), ordered[np.minimum(pos + 1, len(theta) - 1)] - theta,
+                     np.inf)
+    gap = np.maximum(np.minimum(below, above), np.finfo(float).tiny)
+    return np.minimum(residuals, residuals ** 2 / gap)
+
+
+def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: int = 5,
+                 which: str = "magnitude", tol: float = 1e-3, max_iter: int = 100,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", vectors: bool = False,
+                 min_iter: int | None = None, start: torch.Tensor | None = None,
+                 v0: torch.Tensor | None = None, first_product: torch.Tensor | None = None
+                 ) -> Eigenpairs:
+    """The k extreme eigenvalues of a symmetric operator by Lanczos (see `lanczos`).
+
+    which: "magnitude" (the k of largest |λ|: PyHessian's and the paper's
+    choice), "largest", "smallest" or "both" (k from each end, so negative
+    eigenvalues show). Stops when every wanted Ritz value is converged (module
+    docstring: error estimate min(r, r²/δ) ≤ tol · max|θ| and r ≤ 10 · tol · max|θ|;
+    after at least `min_iter` steps, default 2 · wanted + 2), or after max_iter
+    steps (= HVPs). start: a direction mixed into the random start vector
+    (`start_vector`), e.g. the gradient for the top eigenvalues; or v0: the start
+    vector itself, with first_product = H v0 when the caller has it (it then counts
+    as the first step). vectors: also return the unit Ritz vectors (k, n).
+    """
+    if which not in WHICH:
+        raise ValueError(f"unknown which {which!r}; allowed: {', '.join(WHICH)}")
+    device = torch.device(device)
+    gen = generator or torch.Generator(device=device).manual_seed(0)
+    wanted_count = 2 * k if which == "both" else k
+    min_iter = 2 * wanted_count + 2 if min_iter is None else min_iter
+
+    def residuals(tri: Tridiagonal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        theta, s = tri.eig()
+        return theta, s, np.abs(tri.last_beta * s[-1, :])
+
+    def converged(theta: np.ndarray, res: np.ndarray) -> np.ndarray:
+        scale = max(float(np.abs(theta).max()), np.finfo(float).tiny)
+        return (error_estimates(theta, res) <= tol * scale) & (res <= 10 * tol * scale)
+
+    def stop(tri: Tridiagonal) -> bool:
+        if len(tri.alpha) < min_iter:
+            return False
+        theta, _, res = residuals(tri)
+        ok = converged(theta, res)
+        return all(ok[i] for i, _, _ in _wanted(theta, k, which))
+
+    started = time.perf_counter()
+    if v0 is None:
+        v0 = start_vector(n, gen, dtype, device, start)
+    elif first_product is not None and first_product.shape != v0.shape:
+        raise ValueError(f"first_product {tuple(first_product.shape)} does not match v0 "
+                         f"{tuple(v0.shape)}")
+    tri = lanczos(matvec, v0, max_iter, generator=gen, restart=True, stop=stop,
+                  first_product=first_product)
+    theta, s, res = residuals(tri)
+    picks = _wanted(theta, k, which)
+    idx = [i for i, _, _ in picks]
+    vecs = None
+    if vectors:
+        coeff = torch.from_numpy(s[:, idx].T.copy()).to(tri.basis.dtype).to(tri.basis.device)
+        vecs = coeff @ tri.basis
+        vecs /= vecs.norm(dim=1, keepdim=True)
+    return Eigenpairs(values=theta[idx], residuals=res[idx], converged=converged(theta, res)[idx],
+                      end=[e for _, e, _ in picks], rank=[r for _, _, r in picks],
+                      steps=len(tri.alpha), seconds=time.perf_counter() - started, ritz=theta,
+                      vectors=vecs)
+
+
+# --------------------------------------------------------------------------- trace, density
+
+
+@dataclass
+class TraceEstimate:
+    """Hutchinson's tr(H) ≈ mean of vᵀHv over Rademacher probes, with its standard error."""
+
+    value: float
+    se: float
+    samples: np.ndarray
+    seconds: float
+    converged: bool
+
+    @property
+    def probes(self) -> int:
+        return len(self.samples)
+
+
+def hutchinson_trace(op: HessianOperator, probes: int = 100, generator: torch.Generator | None = None,
+                     batch: int = 1, tol: float = 0.0, min_probes: int = 10) -> TraceEstimate:
+    """tr(H) by Hutchinson with Rademacher probes, `batch` probes per operator call.
+
+    Stops early once the standard error is ≤ tol · |estimate| (with ≥ min_probes);
+    tol 0 runs all probes. `converged` says whether that target was met.
+    """
+    gen = generator or torch.Generator(device=op.device).manual_seed(0)
+    started = time.perf_counter()
+    samples: list[float] = []
+    converged = False
+    while len(samples) < probes:
+        k = min(batch, probes - len(samples))
+        v = rademacher(op.n, gen, op.dtype, op.device, rows=k)
+        hv = op.matmat(v)
+        samples += (hv.to(torch.float64) * v.to(torch.float64)).sum(dim=1).tolist()
+        if tol > 0 and len(samples) >= max(min_probes, 2):
+            mean, se = _mean_se(samples)
+            if se <= tol * abs(mean):
+                converged = True
+                break
+    mean, se = _mean_se(samples)
+    return TraceEstimate(mean, se, np.array(samples), time.perf_counter() - started,
+                         converged or tol <= 0)
+
+
+def _mean_se(samples: Sequence[float]) -> tuple[float, float]:
+    x = np.asarray(samples, dtype=np.float64)
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("inf")
+    return float(x.mean()), se
+
+
+@dataclass
+class Quadrature:
+    """Stochastic Lanczos quadrature: per start, Ritz nodes θ and weights s₀² (sum 1)."""
+
+    nodes: list[np.ndarray]
+    weights: list[np.ndarray]
+    steps: int
+    seconds: float
+
+    def mean(self) -> float:
+        """∫ λ ρ(λ) dλ of the (unbroadened) estimate: tr(H) / n in expectation."""
+        return float(np.mean([np.sum(w * t) for t, w in zip(self.nodes, self.weights)]))
+
+
+def slq(op: HessianOperator, starts: int = 1, steps: int = 100,
+        generator: torch.Generator | None = None) -> Quadrature:
+    """SLQ as PyHessian's density(): per start a Rademacher vector, `steps` Lanczos steps
+    (full reorthogonalization, stopping at an invariant subspace), nodes = eig(T),
+    weights = squared first components of T's eigenvectors."""
+    gen = generator or torch.Generator(device=op.device).manual_seed(0)
+    started = time.perf_counter()
+    nodes, weights, hvps = [], [], 0
+    for _ in range(starts):
+        v0 = rademacher(op.n, gen, op.dtype, op.device)
+        tri = lanczos(op.matvec, v0, steps, generator=gen, restart=False)
+        theta, s = tri.eig()
+        nodes.append(theta)
+        weights.append(s[0, :] ** 2)
+        hvps += len(tri.alpha)
+        tri.basis = None
+    return Quadrature(nodes, weights, hvps, time.perf_counter() - started)
+
+
+def broaden(nodes: Sequence[np.ndarray], weights: Sequence[np.ndarray], num_bins: int = 10000,
+            sigma_squared: float = 1e-5, overhead: float = 0.01, normalize: bool = True
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian broadening of SLQ nodes onto a grid, as PyHessian's `density_generate`.
+
+    Grid: from the mean (over starts) smallest node − overhead to the mean largest
+    + overhead. Each node is a normal density with variance
+    sigma_squared · max(1, grid width), weighted; starts are averaged.
+    normalize: rescale so the grid sum · spacing is 1 (PyHessian does); without it
+    the density integrates to Σ weights = 1 up to the mass outside the grid.
+    """
+    lo = float(np.mean([t.min() for t in nodes])) - overhead
+    hi = float(np.mean([t.max() for t in nodes])) + overhead
+    grid = np.linspace(lo, hi, num_bins)
+    var = sigma_squared * max(1.0, hi - lo)
+    density = np.zeros(num_bins)
+    for theta, w in zip(nodes, weights):
+        z = (grid[:, None] - theta[None, :]) ** 2 / (2.0 * var)
+        density += (np.exp(-z) * w[None, :]).sum(axis=1) / math.sqrt(2 * math.pi * var)
+    density /= len(nodes)
+    if normalize and num_bins > 1:
+        density /= density.sum() * (grid[1] - grid[0])
+    return grid, density
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def nep_ape(eigenvalues: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """The paper's summaries of pooled eigenvalues: NEP = P(λ < 0), APE = E[λ | λ > 0]."""
+    x = np.asarray(eigenvalues, dtype=np.float64)
+    pos = x[x > 0]
+    return {"nep": float((x < 0).mean()) if len(x) else float("nan"),
+            "ape": float(pos.mean()) if len(pos) else float("nan"), "count": int(len(x))}
+
+
+# --------------------------------------------------------------------------- PyHessian
+
+
+@contextlib.contextmanager
+def pyhessian_compat() -> Iterator[dict[str, int]]:
+    """Run PyHessian 0.1 on current torch and count its Hessian-vector products.
+
+    PyHessian's density() calls `torch.eig`, removed in torch 2 (a stub that raises): for the duration a
+    `torch.eig(T, eigenvectors=True)` backed by `torch.linalg.eigh` (T is symmetric)
+    is provided. Yields a dict whose "hvps" counts products (single-batch and
+    dataloader ones). Nothing is patched outside the `with` block.
+    """
+    ph = importlib.import_module("pyhessian.hessian")  # the package re-exports a class by that name
+    counter = {"hvps": 0}
+    real_hvp = ph.hessian_vector_product
+    real_loader = ph.hessian.dataloader_hv_product
+    real_eig = getattr(torch, "eig", None)  # torch 2 keeps a stub that raises
+
+    def counted_hvp(*args: Any, **kwargs: Any) -> Any:
+        counter["hvps"] += 1
+        return real_hvp(*args, **kwargs)
+
+    def counted_loader(self: Any, v: Any) -> Any:
+        counter["hvps"] += 1
+        return real_loader(self, v)
+
+    def eig(t: torch.Tensor, eigenvectors: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        vals, vecs = torch.linalg.eigh(t)
+        return torch.stack([vals, torch.zeros_like(vals)], dim=1), vecs
+
+    ph.hessian_vector_product = counted_hvp
+    ph.hessian.dataloader_hv_product = counted_loader
+    torch.eig = eig
+    try:
+        yield counter
+    finally:
+        ph.hessian_vector_product = real_hvp
+        ph.hessian.dataloader_hv_product = real_loader
+        if real_eig is None:
+            del torch.eig
+        else:
+            torch.eig = real_eig
+
+
+class PyHessianObjective(nn.Module):
+    """The same objective in the shape PyHessian wants: `model(inputs)` then
+    `criterion(outputs, targets)`, with index tensors as inputs.
+
+    inputs are indices into the stacked batches, `forward` returns the
+    objective of those samples (loss_fn unchanged, penalty included) and the
+    criterion passes it through, so PyHessian weights batches by
+    `inputs.size(0)` exactly as `HessianOperator` does.
+    """
+
+    def __init__(self, model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        device = next(model.parameters()).device
+        self.columns = [torch.cat([b[i] for b in batches]).to(device) for i in
+                        range(len(batches[0]))]
+        sizes = [len(b[0]) for b in batches]
+        starts = np.cumsum([0] + sizes)
+        self.index_batches = [(torch.arange(int(a), int(b)), torch.zeros(int(b - a)))
+                              for a, b in zip(starts[:-1], starts[1:])]
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        index = index.to(self.columns[0].device)
+        return self.loss_fn(self.model, tuple(c[index] for c in self.columns))
+
+    @staticmethod
+    def criterion(loss: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def pyhessian(self) -> Any:
+        """A `pyhessian.hessian` on one batch (data=) or several (dataloader=)."""
+        from pyhessian import hessian
+
+        cuda = self.columns[0].device.type == "cuda"
+        if len(self.index_batches) == 1:
+            return hessian(self, self.criterion, data=self.index_batches[0], cuda=cuda)
+        return hessian(self, self.criterion, dataloader=self.index_batches, cuda=cuda)

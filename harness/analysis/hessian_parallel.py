@@ -1,0 +1,165 @@
+"""Large-batch mode: one Hessian operator whose products are data-parallel over Ray actors.
+
+A Hessian of the objective over many samples (a full training set) does not fit
+one device's retained graph, and one device computes it slowly. Here each
+`ShardActor` holds a shard of the batches and its own copy of the model, built
+by the actor itself from a picklable `builder` (so no weights or data travel
+through the object store: the builder loads the checkpoint and the dataset
+where it runs). A product Hv sends v once (`ray.put`) to every shard, each
+returns Σ_{k in shard} (n_k / N) H_k v, and the driver sums them. The driver
+side, `ShardedHessian`, has the interface the numerics in `harness.analysis.hessian` use
+(n, dtype, device, matvec, matmat, fresh_matvec, hvps), so Lanczos, Hutchinson
+and SLQ run on it unchanged; the basis stays on the driver.
+
+Resources: shard actors ask Ray for `num_cpus` / `num_gpus` each. A unit that
+creates them runs inside a pool worker, which already holds its own share:
+leave room for the shards (e.g. `executor: {workers: 1, num_gpus: 0}` for the
+units, `shard_num_gpus: 1` for the shards), or actor start times out with a
+message saying what was asked for and what is free.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.analysis.hessian import Batch, HessianOperator, LossFn, explicit_attention
+
+#: builder(shard, shards, device) -> (model in eval mode, the shard's batches, loss_fn,
+#: per-batch weights n_k / N over all shards)
+ShardBuilder = Callable[[int, int, torch.device],
+                        tuple[nn.Module, Sequence[Batch], LossFn, Sequence[float]]]
+
+
+class ShardActor:
+    """One shard: its model copy (explicit attention), its batches, its HessianOperator."""
+
+    def __init__(self, builder: ShardBuilder, shard: int, shards: int, method: str,
+                 num_cpus: float, num_gpus: float) -> None:
+        if num_gpus == 0:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # keep CPU shards off the GPUs
+        torch.set_num_threads(max(1, int(num_cpus)))
+        device = torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+        model, batches, loss_fn, weights = builder(shard, shards, device)
+        self._attention = explicit_attention(model)
+        self.attention_modules = self._attention.__enter__()  # this copy stays explicit
+        self.op = HessianOperator(model, batches, loss_fn, method=method, weights=weights)
+
+    def info(self) -> dict[str, Any]:
+        return {"n": self.op.n, "num_samples": self.op.num_samples,
+                "dtype": str(self.op.dtype).removeprefix("torch."),
+                "names": self.op.flat.names, "shapes": [tuple(s) for s in self.op.flat.shapes],
+                "attention_modules": self.attention_modules, "device": str(self.op.device)}
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        return self.op.matvec(self._tensor(v)).cpu().numpy()
+
+    def matmat(self, rows: np.ndarray) -> np.ndarray:
+        return self.op.matmat(self._tensor(rows)).cpu().numpy()
+
+    def fresh_matvec(self, v: np.ndarray) -> np.ndarray:
+        return self.op.fresh_matvec(self._tensor(v)).cpu().numpy()
+
+    def loss(self) -> float:
+        return self.op.loss()
+
+    def setup_seconds(self) -> float:
+        return self.op.setup_seconds
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(self.op.device, self.op.dtype)
+
+
+class ShardedHessian:
+    """The driver side of the data-parallel operator (see the module docstring)."""
+
+    def __init__(self, builder: ShardBuilder, shards: int, method: str = "retained",
+                 num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 device: torch.device | str = "cpu", start_timeout: float = 300.0) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        if not ray.is_initialized():
+            raise RuntimeError("the data-parallel Hessian (shards > 1) needs Ray: run the sweep "
+                               "with the ray executor (or call ray.init() first)")
+        remote = ray.remote(ShardActor).options(num_cpus=num_cpus, num_gpus=num_gpus,
+                                                max_concurrency=1, max_restarts=0)
+        self._ray = ray
+        self.actors = [remote.remote(builder, i, shards, method, num_cpus, num_gpus)
+                       for i in range(shards)]
+        try:
+            infos = ray.get([a.info.remote() for a in self.actors], timeout=start_timeout)
+        except GetTimeoutError:
+            free = ray.available_resources()
+            self.close()
+            raise RuntimeError(
+                f"{shards} shard actors (num_cpus={num_cpus}, num_gpus={num_gpus} each) did not "
+                f"start within {start_timeout:.0f} s; free now: CPU {free.get('CPU', 0):g}, GPU "
+                f"{free.get('GPU', 0):g}. Leave room for them (fewer pool workers, e.g. "
+                "executor.workers 1 with num_gpus 0) or lower shard_num_cpus / shard_num_gpus"
+            ) from None
+        except Exception:
+            self.close()
+            raise
+        if len({i["n"] for i in infos}) != 1:
+            raise RuntimeError(f"shards disagree on the parameter count: {[i['n'] for i in infos]}")
+        self.n = int(infos[0]["n"])
+        self.num_samples = sum(int(i["num_samples"]) for i in infos)
+        self.dtype = getattr(torch, infos[0]["dtype"])
+        self.device = torch.device(device)
+        self.attention_modules = int(infos[0]["attention_modules"])
+        self.names: list[str] = list(infos[0]["names"])
+        self.shapes: list[tuple[int, ...]] = [tuple(s) for s in infos[0]["shapes"]]
+        self.method = method
+        self.hvps = 0
+
+    def _gather(self, call: str, array: np.ndarray) -> torch.Tensor:
+        ref = self._ray.put(array)
+        parts = self._ray.get([getattr(a, call).remote(ref) for a in self.actors])
+        total = parts[0].copy()
+        for p in parts[1:]:
+            total += p
+        return torch.from_numpy(total).to(self.device, self.dtype)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.hvps += 1
+        return self._gather("matvec", v.detach().cpu().numpy())
+
+    def matmat(self, rows: torch.Tensor) -> torch.Tensor:
+        self.hvps += rows.shape[0]
+        return self._gather("matmat", rows.detach().cpu().numpy())
+
+    def fresh_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self._gather("fresh_matvec", v.detach().cpu().numpy())
+
+    def loss(self) -> float:
+        return float(sum(self._ray.get([a.loss.remote() for a in self.actors])))
+
+    @property
+    def setup_seconds(self) -> float:
+        """The slowest shard's graph build (they run in parallel)."""
+        return max(self._ray.get([a.setup_seconds.remote() for a in self.actors]))
+
+    def close(self) -> None:
+        """Stop the shard actors (their memory goes with them)."""
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []
+
+    def __enter__(self) -> "ShardedHessian":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def shard_batches(batches: Sequence[Batch], shard: int, shards: int
+                  ) -> tuple[list[Batch], list[float]]:
+    """Round-robin shard `shard` of `shards` and its weights n_k / N over all batches."""
+    total = sum(len(b[0]) for b in batches)
+    mine = list(batches[shard::shards])
+    return mine, [len(b[0]) / total for b in mine]

@@ -1,0 +1,106 @@
+"""Task registry: tasks/ modules register what they measure; the harness finds them here.
+
+The harness never imports a task module by name: `load_tasks()` imports every
+module of the `tasks` package once, and each registers itself with
+`register_task`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import pyarrow as pa
+
+from harness.engine.params import Param
+from harness.engine.columns import COMMON_FIELDS
+
+if TYPE_CHECKING:
+    from harness.engine.context import UnitContext
+    from harness.engine.units import WorkUnit
+
+Rows = list[dict[str, Any]]
+
+
+
+def expand_axis(combo: dict[str, Any], name: str, sentinel: Any,
+                values: Iterable[Any] | Callable[[], Iterable[Any]]) -> list[dict[str, Any]]:
+    """One combo per value of param `name` when it holds `sentinel` (e.g. -1 or "all": every
+    chunk, batch, block, frequency, kind), else the combo itself. `values` may be a callable,
+    evaluated only when the sentinel is set (some counts need a model or a checkpoint)."""
+    if combo[name] != sentinel:
+        return [combo]
+    return [dict(combo, **{name: v}) for v in (values() if callable(values) else values)]
+
+@dataclass(frozen=True)
+class Task:
+    """What to measure.
+
+    run: computes the unit's rows (dicts with exactly the output columns).
+    expand: optional; maps one resolved param combination to the param dicts
+        of its units (e.g. a landscape grid split into chunks). Default: one unit.
+    check: optional cross-field validation of one combination -> error messages.
+    """
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    output_schema: pa.Schema
+    run: Callable[["WorkUnit", "UnitContext"], Rows]
+    expand: Callable[[dict[str, Any]], Iterable[dict[str, Any]]] | None = None
+    check: Callable[[dict[str, Any]], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name}: duplicate param names")
+        clash = set(self.output_schema.names) & (set(names) | {f.name for f in COMMON_FIELDS})
+        if clash:
+            raise ValueError(f"task {self.name}: output columns {sorted(clash)} clash with "
+                             "params or common columns")
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+
+_TASKS: dict[str, Task] = {}
+_loaded = False
+
+
+def register_task(task: Task) -> Task:
+    """Add a task; re-registering the same name replaces it (module reloads)."""
+    _TASKS[task.name] = task
+    return task
+
+
+def load_tasks() -> dict[str, Task]:
+    """Import every module of the `tasks` package once and return the registry."""
+    global _loaded
+    if not _loaded:
+        import tasks as package
+
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+        _loaded = True
+    return _TASKS
+
+
+def get_task(name: str) -> Task:
+    tasks = load_tasks()
+    if name not in tasks:
+        raise KeyError(f"unknown task {name!r}; allowed: {', '.join(sorted(tasks))}")
+    return tasks[name]
+
+
+def task_names() -> list[str]:
+    return sorted(load_tasks())

@@ -1,0 +1,131 @@
+"""Running one unit where it lands (in-process or inside a worker actor).
+
+Both executors call `UnitRunner.run`, so a unit behaves the same whether it
+runs locally or on a Ray actor: it computes its rows, writes its own file and
+returns only small metadata. A unit that raises is recorded in `_failures`
+with its traceback and the sweep goes on; after an out-of-memory error the
+worker also drops its cache (models, data) and CUDA's cached blocks, so a retry
+starts from a clean slate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from harness import __version__
+from harness.engine.context import UnitContext, WorkerCache
+from harness.engine.params import canonical_json
+from harness.engine.registry import get_task
+from harness.engine.schema import FAILURE_SCHEMA, build_table, common_values
+from harness.engine.store import Store
+from harness.engine.units import WorkUnit
+
+#: Exceptions that mean "out of memory" rather than a bug in the unit.
+OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+
+
+class UnitTimeout(Exception):
+    """A unit ran past the executor's `unit_timeout` and was stopped."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports back: never rows, only where they went.
+
+    seconds: the unit's wall time where it ran, writing included (the Ray pool
+    sizes its batches from it).
+    """
+
+    unit_id: str
+    ok: bool
+    rows: int = 0
+    path: str = ""
+    error: str = ""
+    node_id: str = ""
+    error_type: str = ""
+    seconds: float = 0.0
+
+
+class UnitRunner:
+    """Runs units against one store with one long-lived cache and device."""
+
+    def __init__(self, results_root: str, device: str = "cpu", node_id: str = "local",
+                 cache_entries: int = 8) -> None:
+        self.store = Store(results_root)
+        self.device = torch.device(device)
+        self.node_id = node_id
+        self.host = socket.gethostname()
+        self.cache = WorkerCache(cache_entries)
+
+    def _meta(self, started: float, attempt: int) -> dict[str, Any]:
+        return run_facts(self.host, self.node_id, str(self.device), attempt,
+                         time.perf_counter() - started)
+
+    def run(self, unit: WorkUnit, attempt: int = 1) -> Outcome:
+        started = time.perf_counter()
+        try:
+            task = get_task(unit.task)
+            ctx = UnitContext(device=self.device, cache=self.cache,
+                              seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id,
+                              artifact_dir=self.store.artifact_dir(unit.sweep, unit.task,
+                                                                   unit.unit_id))
+            rows = task.run(unit, ctx)
+            table = build_table(task, unit, rows, self._meta(started, attempt))
+            path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
+            self.store.clear_failure(unit.sweep, unit.unit_id)
+            return Outcome(unit.unit_id, True, table.num_rows, path, node_id=self.node_id,
+                           seconds=time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - every unit error is recorded, none escapes
+            if isinstance(exc, OOM_ERRORS):
+                self.release_memory()
+            message = f"{type(exc).__name__}: {exc}"
+            record_failure(self.store, unit, exc, traceback.format_exc(),
+                           self._meta(started, attempt))
+            return Outcome(unit.unit_id, False, error=message, node_id=self.node_id,
+                           error_type=type(exc).__name__,
+                           seconds=time.perf_counter() - started)
+
+    def release_memory(self) -> None:
+        """Forget cached models and data and return CUDA's cached blocks (after an OOM)."""
+        self.cache = WorkerCache(self.cache.max_entries)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,
+                   meta: dict[str, Any]) -> None:
+    """Write one `_failures` row for a unit (also used by the driver for lost workers)."""
+    values = common_values(unit, meta)
+    values.update({
+        "task": "_failures",
+        "failed_task": unit.task,
+        "params_json": canonical_json(unit.params),
+        "error_type": type(exc).__name__ if isinstance(exc, BaseException) else "WorkerLost",
+        "message": str(exc),
+        "traceback": tb,
+    })
+    table = pa.Table.from_pylist([values], schema=FAILURE_SCHEMA)
+    store.write_failure(unit.sweep, unit.unit_id, table)
+
+
+def run_facts(host: str, node_id: str, device: str, attempt: int, duration_s: float
+              ) -> dict[str, Any]:
+    """The run-fact columns of a unit's rows (schema.COMMON_FIELDS beyond the params)."""
+    return {"host": host, "node_id": node_id, "device": device, "attempt": attempt,
+            "duration_s": duration_s, "finished_at": dt.datetime.now(dt.UTC),
+            "harness_version": __version__}
+
+
+def driver_meta(attempt: int) -> dict[str, Any]:
+    """Run facts for a failure the driver records itself (the worker is gone)."""
+    return run_facts(socket.gethostname(), "", "", attempt, 0.0)

@@ -1,0 +1,365 @@
+"""Parquet store: one file per finished unit, `<root>/<sweep>/<task>/<unit_id>.parquet`.
+
+A unit is done if and only if its rows are stored: files are written under a
+hidden temp name (leading dot) and renamed when complete, so a crash leaves at
+most a temp file that no reader ever lists. Re-running a unit overwrites its
+own path, so a repeat never duplicates rows. The root is a local path or any
+pyarrow filesystem URI (`file:///…`, `s3://bucket/prefix`, `gs://…`).
+
+`harness compact` (harness/compact.py) later merges a task's unit files into a
+few parts, `<task>/_compacted/part-*.parquet`, each carrying the ids of its
+units in its footer. Readers take a unit from the parts when it is there and
+from its own file otherwise, so a unit present in both (a compaction stopped
+between writing a part and deleting the files) is read once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from harness.engine.schema import FAILURES_TABLE
+from harness.fileio import resolve_root
+
+MANIFEST = "_sweep.json"
+ARTIFACTS = "_artifacts"
+COMPACTED = "_compacted"
+CORRUPT = "_corrupt"
+SUFFIX = ".parquet"
+#: Footer key of a compacted part: the JSON list of the unit ids it holds.
+PART_IDS_KEY = b"harness.unit_ids"
+
+
+def _is_result_file(name: str) -> bool:
+    return name.endswith(SUFFIX) and not name.startswith((".", "_"))
+
+
+def unit_id_of(path: str) -> str:
+    return posixpath.basename(path)[: -len(SUFFIX)]
+
+
+def checked_format() -> ds.ParquetFileFormat:
+    """Parquet reads that verify page checksums, so a garbled page is an error, not data."""
+    return ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+        page_checksum_verification=True))
+
+
+class CorruptResultError(OSError):
+    """A stored result file does not read back (truncated, garbled)."""
+
+
+@dataclass(frozen=True)
+class ScanGroup:
+    """Files read together, less the unit ids another source already provides."""
+
+    paths: list[str]
+    exclude: frozenset[str] = frozenset()
+
+
+class Store:
+    """Reads and writes one results root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.fs, self.base = resolve_root(root)
+        self._made_dirs: set[str] = set()
+
+    # -- paths -------------------------------------------------------------
+    def dir(self, sweep: str, task: str) -> str:
+        return posixpath.join(self.base, sweep, task)
+
+    def unit_path(self, sweep: str, task: str, unit_id: str) -> str:
+        return posixpath.join(self.dir(sweep, task), unit_id + SUFFIX)
+
+    def compacted_dir(self, sweep: str, task: str) -> str:
+        return posixpath.join(self.dir(sweep, task), COMPACTED)
+
+    def artifact_dir(self, sweep: str, task: str, unit_id: str) -> str:
+        """Where a unit keeps its files (checkpoints), as a path or URI like the root."""
+        path = posixpath.join(self.base, sweep, ARTIFACTS, task, unit_id)
+        return path if "://" not in self.root else self.root.split("://")[0] + "://" + path
+
+    # -- listing -----------------------------------------------------------
+    def _list(self, directory: str) -> list[pafs.FileInfo]:
+        info = self.fs.get_file_info(directory)
+        if info.type != pafs.FileType.Directory:
+            return []
+        return self.fs.get_file_info(pafs.FileSelector(directory, recursive=False))
+
+    def file_infos(self, sweep: str, task: str) -> list[pafs.FileInfo]:
+        """Finished unit files with their sizes (temp files and hidden names excluded)."""
+        return sorted((i for i in self._list(self.dir(sweep, task))
+                       if i.type == pafs.FileType.File and _is_result_file(i.base_name)),
+                      key=lambda i: i.path)
+
+    def files(self, sweep: str, task: str) -> list[str]:
+        """Paths of finished per-unit files (not the compacted parts)."""
+        return [i.path for i in self.file_infos(sweep, task)]
+
+    def part_files(self, sweep: str, task: str) -> list[str]:
+        """Compacted parts of a task, oldest name first."""
+        return sorted(i.path for i in self._list(self.compacted_dir(sweep, task))
+                      if i.type == pafs.FileType.File and _is_result_file(i.base_name))
+
+    def part_ids(self, path: str) -> list[str]:
+        """The unit ids a compacted part holds, from its footer (no data read)."""
+        with self.fs.open_input_file(path) as f:
+            meta = pq.read_schema(f).metadata or {}
+        if PART_IDS_KEY not in meta:
+            raise ValueError(f"{path}: compacted part without its unit-id index "
+                             f"(footer key {PART_IDS_KEY.decode()})")
+        return json.loads(meta[PART_IDS_KEY])
+
+    def compacted_index(self, sweep: str, task: str) -> dict[str, str]:
+        """unit id -> the first part (by name) that holds it."""
+        index: dict[str, str] = {}
+        for part in self.part_files(sweep, task):
+            for uid in self.part_ids(part):
+                index.setdefault(uid, part)
+        return index
+
+    def unit_ids(self, sweep: str, task: str) -> set[str]:
+        """Every stored unit of a task: unit files and compacted parts."""
+        ids = {unit_id_of(p) for p in self.files(sweep, task)}
+        if task != FAILURES_TABLE:
+            ids |= set(self.compacted_index(sweep, task))
+        return ids
+
+    def scan_groups(self, sweep: str, task: str) -> list[ScanGroup]:
+        """What a reader scans so that every unit is read exactly once.
+
+        A unit in a part is read from the first part holding it; its own file,
+        if one is left over, is skipped.
+        """
+        index = self.compacted_index(sweep, task) if task != FAILURES_TABLE else {}
+        singles = [p for p in self.files(sweep, task) if unit_id_of(p) not in index]
+        groups = [ScanGroup(singles)] if singles else []
+        clean: list[str] = []
+        for part in sorted(set(index.values()) | set(self.part_files(sweep, task))):
+            ids = self.part_ids(part)
+            elsewhere = frozenset(u for u in ids if index.get(u) != part)
+            if elsewhere:
+                groups.append(ScanGroup([part], elsewhere))
+            else:
+                clean.append(part)
+        if clean:
+            groups.append(ScanGroup(clean))
+        return groups
+
+    def sweeps(self) -> list[str]:
+        return sorted(i.base_name for i in self._list(self.base)
+                      if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
+
+    def tasks(self, sweep: str) -> list[str]:
+        """Task directories of a sweep (not `_failures` or `_artifacts`)."""
+        return sorted(i.base_name for i in self._list(posixpath.join(self.base, sweep))
+                      if i.type == pafs.FileType.Directory and not i.base_name.startswith((".", "_")))
+
+    # -- writing -----------------------------------------------------------
+    def make_dir(self, directory: str) -> None:
+        if directory not in self._made_dirs:
+            self.fs.create_dir(directory, recursive=True)
+            self._made_dirs.add(directory)
+
+    def write_table(self, sweep: str, task: str, unit_id: str, table: pa.Table) -> str:
+        """Write atomically: temp name in the same directory, then rename."""
+        return self.write_atomic(self.dir(sweep, task), unit_id + SUFFIX, table)
+
+    def write_atomic(self, directory: str, name: str, table: pa.Table | Iterable[pa.Table],
+                     schema: pa.Schema | None = None, sync: bool = False) -> str:
+        """Write one Parquet file (with page checksums) under a temp name, then rename it.
+
+        `table` may be an iterable of tables, each written as its own row
+        group(s). `sync` flushes the file and its directory to disk first on a
+        local filesystem, for callers that delete other copies afterwards.
+        """
+        self.make_dir(directory)
+        final = posixpath.join(directory, name)
+        tmp = posixpath.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                if isinstance(table, pa.Table):
+                    pq.write_table(table, out, write_page_checksum=True)
+                else:
+                    with pq.ParquetWriter(out, schema, write_page_checksum=True) as writer:
+                        for piece in table:
+                            writer.write_table(piece)
+            if sync:
+                self._fsync(tmp)
+            self.fs.move(tmp, final)
+            if sync:
+                self._fsync(directory)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
+        return final
+
+    def _fsync(self, path: str) -> None:
+        """Durability on local disks; object stores are durable once a write returns."""
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def write_failure(self, sweep: str, unit_id: str, table: pa.Table) -> str:
+        return self.write_table(sweep, FAILURES_TABLE, unit_id, table)
+
+    def clear_failure(self, sweep: str, unit_id: str) -> None:
+        """Forget an earlier failure of a unit that has now succeeded."""
+        path = self.unit_path(sweep, FAILURES_TABLE, unit_id)
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def write_manifest(self, sweep: str, manifest: dict[str, Any]) -> None:
+        """The resolved spec and provenance of the latest run of a sweep."""
+        directory = posixpath.join(self.base, sweep)
+        self.fs.create_dir(directory, recursive=True)
+        tmp = posixpath.join(directory, f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+        self.fs.move(tmp, posixpath.join(directory, MANIFEST))
+
+    def read_manifest(self, sweep: str) -> dict[str, Any] | None:
+        path = posixpath.join(self.base, sweep, MANIFEST)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())
+
+    # -- integrity ---------------------------------------------------------
+    def check_file(self, path: str) -> str | None:
+        """Why a stored file cannot be trusted, or None when it reads back whole.
+
+        A unit file must parse, pass its page checksums and hold only its own
+        unit id; a part must parse, pass its checksums and carry its id index.
+        """
+        try:
+            with self.fs.open_input_file(path) as f:
+                table = pq.read_table(f, page_checksum_verification=True)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if posixpath.basename(posixpath.dirname(path)) == COMPACTED:
+            ids = (table.schema.metadata or {}).get(PART_IDS_KEY)
+            if ids is None:
+                return "compacted part without its unit-id index"
+            stored = set(table.column("unit_id").unique().to_pylist())
+            return None if stored == set(json.loads(ids)) else "unit ids differ from its index"
+        if "unit_id" not in table.column_names:
+            return "no unit_id column"
+        stored = set(table.column("unit_id").unique().to_pylist())
+        return None if stored <= {unit_id_of(path)} else f"holds rows of units {sorted(stored)}"
+
+    def verify(self, sweep: str, task: str, threads: int = 8) -> list[tuple[str, str]]:
+        """(path, reason) for every unit file or part of a task that fails `check_file`."""
+        paths = self.files(sweep, task) + (self.part_files(sweep, task)
+                                           if task != FAILURES_TABLE else [])
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            reasons = list(pool.map(self.check_file, paths))
+        return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+    def quarantine(self, path: str) -> str:
+        """Move a bad file to `<task>/_corrupt/` (kept for inspection); its units become pending."""
+        directory = posixpath.dirname(path)
+        if posixpath.basename(directory) == COMPACTED:
+            directory = posixpath.dirname(directory)
+        target_dir = posixpath.join(directory, CORRUPT)
+        self.fs.create_dir(target_dir, recursive=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        target = posixpath.join(target_dir, f"{posixpath.basename(path)}.{stamp}")
+        self.fs.move(path, target)
+        return target
+
+    # -- reading -----------------------------------------------------------
+    def read(self, task: str, sweep: str | list[str] | None = None,
+             schema: pa.Schema | None = None, columns: list[str] | None = None,
+             filters: dict[str, Any] | None = None) -> pa.Table | None:
+        """Every stored row of a task (each unit once); None if there are none.
+
+        Each filter is `column=value` or `column=[values…]`, pushed down to the scan.
+        """
+        import pyarrow.compute as pc
+
+        sweeps = self.sweeps() if sweep is None else ([sweep] if isinstance(sweep, str) else sweep)
+        groups = [g for s in sweeps for g in self.scan_groups(s, task)]
+        if not groups:
+            return None
+        datasets = [ds.dataset(g.paths, filesystem=self.fs, format=checked_format(),
+                               schema=schema) for g in groups]
+        names = (schema or datasets[0].schema).names
+        unknown = sorted(set(filters or {}) - set(names))
+        if unknown:
+            raise ValueError(f"load(): unknown filter column(s) {unknown}; columns of task "
+                             f"{task!r}: {', '.join(names)}")
+        expr = None
+        for name, value in (filters or {}).items():
+            term = (pc.field(name).isin(list(value)) if isinstance(value, (list, tuple, set))
+                    else pc.field(name) == value)
+            expr = term if expr is None else expr & term
+        tables = []
+        for group, dataset in zip(groups, datasets):
+            scan = expr
+            if group.exclude:
+                keep = ~pc.field("unit_id").isin(sorted(group.exclude))
+                scan = keep if scan is None else scan & keep
+            tables.append(dataset.to_table(columns=columns, filter=scan))
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+
+
+def load(root: str, task: str | None = None, sweep: str | list[str] | None = None,
+         columns: list[str] | None = None, **filters: Any):
+    """Read results as a pandas DataFrame — the public read API.
+
+    `task` names the task (or "_failures"); it may be left out when the root
+    holds a single task. Each keyword filter is `column=value` or
+    `column=[values…]`; filters are pushed down to the Parquet scan. Unit files
+    and compacted parts are read alike, each unit once.
+    """
+    import pandas as pd
+
+    store = Store(root)
+    if task is None:
+        sweeps = store.sweeps() if sweep is None else ([sweep] if isinstance(sweep, str) else sweep)
+        found = sorted({t for s in sweeps for t in store.tasks(s)})
+        if len(found) != 1:
+            raise ValueError(f"load(): name a task; results under {root!r} hold "
+                             f"{', '.join(found) or 'no tasks'}")
+        task = found[0]
+    try:
+        table = store.read(task, sweep, schema=known_schema(task), columns=columns,
+                           filters=filters)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptResultError(f"load(): a stored file of task {task!r} under {root!r} cannot be read "
+                      f"({str(exc).splitlines()[0]}); `harness status <sweep> --results {root}` "
+                      "names it and `harness run <sweep> --repair` moves it aside and re-runs "
+                      "its units") from exc
+    if table is None:
+        return pd.DataFrame(columns=columns or [])
+    return table.to_pandas()
+
+
+def known_schema(task: str) -> pa.Schema | None:
+    """The registered full schema of a task, so every file is read with one schema."""
+    from harness.engine.registry import load_tasks
+    from harness.engine.schema import FAILURE_SCHEMA, result_schema
+
+    if task == FAILURES_TABLE:
+        return FAILURE_SCHEMA
+    registered = load_tasks().get(task)
+    return result_schema(registered) if registered is not None else None

@@ -1,3 +1,0 @@
-"""The model zoo: importing this package registers every architecture."""
-
-from harness.zoo import cnn, timm_models, transformers  # noqa: F401
