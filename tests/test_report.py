@@ -174,6 +174,15 @@ def test_hessian_stats_pool_eigenvalues_per_model_and_regime():
     assert len(regimes) == 3 and "data_fraction" in regimes
 
 
+def test_trajectory_polar_coords_are_weight_space_distance_and_angle():
+    # a = 1 on an axis of norm 3, b = 1 on one of norm 4: the point is (3, 4) in weight space
+    traj = pd.DataFrame({"a": [1.0, 0.0, -0.5], "b": [1.0, 0.5, 0.0],
+                         "d1_norm": 3.0, "d2_norm": 4.0})
+    theta, r = plots.trajectory_polar_coords(traj)
+    np.testing.assert_allclose(r, [5.0, 2.0, 1.5])
+    np.testing.assert_allclose(theta, [np.arctan2(4, 3), np.pi / 2, np.pi])
+
+
 def _grid(model: str = "resnet18") -> pd.DataFrame:
     a, b = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0])
     a, b = a.ravel(), b.ravel()
@@ -345,6 +354,9 @@ def test_every_plot_draws_from_real_results(frames, tmp_path):
     # the polar plot has one line per trajectory, with a point per snapshot (3 epochs)
     polar_lines = drawn["polar"].axes[0].get_lines()
     assert len(polar_lines) == 1 and len(polar_lines[0].get_xdata()) == 3
+    # its radius is the weight-space distance the task measured on the model, ‖a·d1 + b·d2‖
+    traj = f["landscape"][f["landscape"]["kind"] == "trajectory"].sort_values("point")
+    np.testing.assert_allclose(polar_lines[0].get_ydata(), traj["distance"], rtol=1e-9)
     # the spectra pool every minibatch's top-3 eigenvalues: 2 batches x 3 per model and regime
     hs = hessian_stats(f["hessian"])
     assert len(hs) == 4 and hs["n_eigenvalues"].eq(6).all() and hs["n_traces"].eq(2).all()

@@ -130,24 +130,35 @@ def plot_landscape_1d(groups: list[tuple[str, str, pd.DataFrame]], loss: str = "
     return fig
 
 
+def trajectory_polar_coords(traj: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(angle, radius) of trajectory rows in weight space: the plane's coordinates a, b are in
+    units of the axes d1, d2 (PCA scales each by its own max |projection|), so the true position
+    is (a·‖d1‖, b·‖d2‖) on the orthogonal PCA axes — radius ‖a·d1 + b·d2‖, not √(a²+b²)."""
+    a = traj["a"].to_numpy(float)
+    b = traj["b"].fillna(0.0).to_numpy(float)
+    x = a * traj["d1_norm"].to_numpy(float)
+    y = b * traj["d2_norm"].fillna(0.0).to_numpy(float)
+    return np.arctan2(y, x), np.hypot(x, y)
+
+
 def plot_trajectory_polar(landscape: pd.DataFrame) -> Figure:
     """Training trajectories in polar coordinates (Fig. 1b): each snapshot's position in the
-    PCA plane of its training run, radius √(a²+b²) and angle atan2(b, a); the last snapshot
-    (the origin of the plane) sits at the center."""
+    PCA plane of its training run, as a distance in weight space and an angle from the first
+    principal axis (`trajectory_polar_coords`); the last snapshot (the origin of the plane)
+    sits at the center."""
     rows = _require(landscape, "landscape", ["kind"])
     traj = rows[rows["kind"] == "trajectory"]
-    _require(traj, "landscape trajectory (directions: pca)")
+    _require(traj, "landscape trajectory (directions: pca)", ["a", "b", "d1_norm", "d2_norm"])
     groups = group_frames(traj, identity_keys(traj, ("train_seed", "direction_seed")))
     styles = _styles(groups)
     fig = _figure(5.2, 5.0)
     ax = fig.add_subplot(projection="polar")
     for label, _, g in groups:
-        g = g.drop_duplicates("point").sort_values("point")
-        a, b = g["a"].to_numpy(float), g["b"].fillna(0.0).to_numpy(float)
+        theta, r = trajectory_polar_coords(g.drop_duplicates("point").sort_values("point"))
         st = styles[label]
-        ax.plot(np.arctan2(b, a), np.hypot(a, b), label=label, color=st["color"],
+        ax.plot(theta, r, label=label, color=st["color"],
                 linestyle=st["linestyle"], marker=st["marker"], markersize=3)
-    ax.set_title("training trajectories in the PCA plane (polar)")
+    ax.set_title("training trajectories in the PCA plane (polar; radius: weight distance)")
     _legend(ax, len(groups))
     return fig
 
