@@ -11,12 +11,20 @@ CIFAR-C severity table, or ImageNet-C's with `corruption_constants:
 imagenet`), each image seeded by (corruption_seed, its index in the split) —
 only the unit's params travel, never 75 copies of the data. With a root, the
 unit reads the real CIFAR-10-C / CIFAR-100-C `.npy` files
-(`harness.data.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100, whose
-test split is the clean reference). `source` says which.
+(`harness.data.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100 and
+`split` test, the clean reference the files corrupt). `source` says which.
 
-Every row carries the clean metrics of the same first `max_samples` images
-(computed once per worker) and error_rel_clean = (1 − acc) − (1 − clean_acc),
-the corruption error of Hendrycks & Dietterich's "relative mCE" numerator.
+Both sides use the same images: the unit's clean samples are the first
+`max_samples` of its `data_fraction` / `data_size` subset, and the corrupted
+ones are those very images — generated from them, or read from the files at
+their positions in the test split (`Dataset.indices`; the files' labels there
+must equal the split's, else the unit fails naming the mismatch). A generated
+image's seed is its position in the whole split, so a subset sees the same
+corruption of an image as the whole split does.
+
+Every row carries the clean metrics of those images (computed once per
+worker) and error_rel_clean = (1 − acc) − (1 − clean_acc), the corruption
+error of Hendrycks & Dietterich's "relative mCE" numerator.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import pyarrow as pa
 import torch
 
 from harness.engine.context import UnitContext
+from harness.data import Dataset
 from harness.data.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
 from harness.analysis.metrics import classification_metrics
 from harness.engine.params import Param
@@ -71,15 +80,25 @@ OUTPUT = pa.schema([
 ])
 
 
-def _file_images(p: dict[str, Any], n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n images (pixels in [0, 1]) and labels of the unit's CIFAR-C set."""
+def _file_images(p: dict[str, Any], data: Dataset, n: int) -> torch.Tensor:
+    """Pixels in [0, 1] of the unit's CIFAR-C set at the positions of the clean samples
+    `data[:n]` in the test split; ValueError when the files do not hold those images."""
     from harness.data.cifar_c import load_cifar_c
 
+    where = f"{p['cifar_c_root']}: {p['corruption']} severity {p['severity']}"
     x, y = load_cifar_c(p["cifar_c_root"], p["dataset"], p["corruption"], p["severity"])
-    if len(x) < n:
-        raise ValueError(f"{p['cifar_c_root']}: {p['corruption']} severity {p['severity']} has "
-                         f"{len(x)} images, fewer than the {n} clean ones evaluated: set max_samples")
-    return x[:n], y[:n]
+    pos = data.split_positions()[:n]
+    if data.indices is None and len(x) != len(data):
+        raise ValueError(f"{where} has {len(x)} images, the clean {p['dataset']} test split "
+                         f"{len(data)}: the files must corrupt exactly that split")
+    if int(pos.max()) >= len(x):
+        raise ValueError(f"{where} has {len(x)} images; the clean samples reach position "
+                         f"{int(pos.max())} of the test split: the files must corrupt that split")
+    if not torch.equal(y[pos], data.y[:n]):
+        bad = int((y[pos] != data.y[:n]).sum())
+        raise ValueError(f"{where}: {bad} of {n} labels differ from the clean {p['dataset']} "
+                         "test split's at the same positions: the files do not corrupt that split")
+    return x[pos]
 
 
 def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
@@ -91,18 +110,20 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     clean = cached_clean_metrics(ctx, p, model, data, n, CORRUPTION_PARAMS)
     if p["cifar_c_root"]:
         source = "cifar_c_files"
-        pixels, y = _file_images(p, n)
+        pixels = _file_images(p, data, n)
         logits = predict_logits(model, from_pixels(pixels, data), p["batch_size"], ctx.device)
     else:
-        source, y = "generated", data.y[:n]
+        source = "generated"
+        positions = data.split_positions()[:n].to(ctx.device)
 
         def corrupted(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-            out = corrupt(to_pixels(x, data), p["corruption"], p["severity"], image_ids=ids,
-                          seed=p["corruption_seed"], constants=p["corruption_constants"])
+            out = corrupt(to_pixels(x, data), p["corruption"], p["severity"],
+                          image_ids=positions[ids], seed=p["corruption_seed"],
+                          constants=p["corruption_constants"])
             return from_pixels(out, data)
 
         logits = predict_logits(model, data.x[:n], p["batch_size"], ctx.device, corrupted)
-    m = classification_metrics(logits, y, p["ece_bins"])
+    m = classification_metrics(logits, data.y[:n], p["ece_bins"])
     return [{"source": source, **m, "clean_acc": clean["acc"], "clean_nll": clean["nll"],
              "clean_ece": clean["ece"], "error_rel_clean": (1 - m["acc"]) - (1 - clean["acc"]),
              "n_samples": n}]

@@ -258,18 +258,19 @@ def test_nan_metrics_survive_the_store(tmp_path):
     assert row["freq_90"] == 0.0 and math.isnan(row["acc_90"]) and math.isnan(row["iou_90"])
 
 
-def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch):
-    """Write the generated corruptions of a fake CIFAR-10 test split as CIFAR-10-C .npy files;
-    reading them back must give exactly the metrics of generating them on the fly."""
+def _fake_cifar_c(tmp_path, monkeypatch, kinds: list[str], n_test: int = 40):
+    """A fake CIFAR-10 root (n_test test images) and the generated corruptions of its whole test
+    split (image ids 0 … n_test−1) written as CIFAR-10-C .npy files; returns (test split, c root)."""
+    import test_datasets_disk
     from test_datasets_disk import write_fake_cifar10
 
     from harness.data.corruptions import SEVERITIES, corrupt
     from harness.analysis.perturb import to_pixels
 
     monkeypatch.delenv("HARNESS_DATA", raising=False)
+    monkeypatch.setattr(test_datasets_disk, "N_TEST", n_test)
     write_fake_cifar10(tmp_path / "data")
     data = load_dataset("cifar10", "test", data_root=str(tmp_path / "data"))
-    kinds = ["gaussian_noise", "glass_blur", "jpeg_compression"]
     folder = tmp_path / "c" / "CIFAR-10-C"
     folder.mkdir(parents=True)
     ids = torch.arange(len(data))
@@ -278,12 +279,31 @@ def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch):
         u8 = torch.cat(sets).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         np.save(folder / f"{kind}.npy", u8.numpy())
     np.save(folder / "labels.npy", data.y.repeat(len(SEVERITIES)).numpy())
+    return data, tmp_path / "c"
+
+
+@pytest.mark.parametrize("subset", [{}, {"data_size": 20, "max_samples": 12},
+                                    {"data_fraction": 0.5}])
+def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch, subset):
+    """Reading the written files back must give exactly the metrics of generating them on the
+    fly, whole split or stratified subset: both sides corrupt the same images, and the clean
+    metrics are those of the subset's first max_samples images (a plain loop checks them)."""
+    from harness.data import stratified_subset_indices
+
+    kinds = ["gaussian_noise", "glass_blur", "jpeg_compression"]
+    data, croot = _fake_cifar_c(tmp_path, monkeypatch, kinds)
     common = {**SMALL_RESNET, "dataset": "cifar10", "dataset_args": {"data_root": str(tmp_path / "data")},
-              "corruption": kinds, "severity": [2, 5], "batch_size": 4}
-    _run({"name": "cc", "tasks": {"corruption": [common, {**common, "cifar_c_root": str(tmp_path / "c")}]}},
+              "corruption": kinds, "severity": [2, 5], "batch_size": 4, **subset}
+    _run({"name": "cc", "tasks": {"corruption": [common, {**common, "cifar_c_root": str(croot)}]}},
          tmp_path / "results")
     df = harness.load(str(tmp_path / "results"), task="corruption")
-    assert len(df) == 12 and (df["n_samples"] == len(data)).all()
+    idx = torch.arange(len(data))
+    if subset:
+        idx = torch.from_numpy(stratified_subset_indices(
+            data.y.numpy(), subset.get("data_fraction", 1.0), 0, size=subset.get("data_size")))
+        assert 0 < len(idx) < len(data)
+    idx = idx[:subset.get("max_samples", len(idx))]
+    assert len(df) == 12 and (df["n_samples"] == len(idx)).all()
     key = ["corruption", "severity"]
     gen = df[df["source"] == "generated"].set_index(key).sort_index()
     files = df[df["source"] == "cifar_c_files"].set_index(key).sort_index()
@@ -291,3 +311,28 @@ def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch):
     assert gen.index.equals(files.index) and len(gen) == 6
     assert np.array_equal(gen[cols].to_numpy(), files[cols].to_numpy())
     assert gen["nll"].nunique() > 1  # the sets differ from each other
+    with torch.no_grad():
+        clean = classification_metrics(_fresh(SMALL_RESNET)(data.x[idx]), data.y[idx])
+    assert np.allclose(files["clean_acc"], clean["acc"], atol=1e-12)
+    assert np.allclose(files["clean_nll"], clean["nll"], rtol=1e-5)
+
+
+def test_cifar_c_files_of_another_split_are_refused(tmp_path, monkeypatch):
+    """Files whose labels differ from the clean split's at the subset's positions fail the unit
+    with a message naming the mismatch, instead of comparing different images."""
+    from tasks.corruption import _file_images
+
+    data, croot = _fake_cifar_c(tmp_path, monkeypatch, ["gaussian_noise"])
+    p = {"cifar_c_root": str(croot), "dataset": "cifar10", "corruption": "gaussian_noise",
+         "severity": 1}
+    labels = croot / "CIFAR-10-C" / "labels.npy"
+    y = np.load(labels)
+    assert np.array_equal(_file_images(p, data, 8).shape, (8, 3, 32, 32))
+    np.save(labels, np.roll(y, 1))
+    with pytest.raises(ValueError, match="labels differ from the clean cifar10 test split"):
+        _file_images(p, data, len(data))
+    np.save(labels, y[:5 * 30])
+    np.save(croot / "CIFAR-10-C" / "gaussian_noise.npy",
+            np.load(croot / "CIFAR-10-C" / "gaussian_noise.npy")[:5 * 30])
+    with pytest.raises(ValueError, match="has 30 images, the clean cifar10 test split 40"):
+        _file_images(p, data, 8)

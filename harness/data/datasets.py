@@ -81,6 +81,9 @@ class Dataset:
     `mean`/`std` are the per-channel constants `x` was normalized with
     (`x = (pixel - mean) / std`, pixels in [0, 1]), so that augmentations can
     work in pixel space (black padding, RandAugment) and normalize back.
+    `indices`: each sample's position in the loader's whole split (None: the
+    whole split in order), so that other files of the same split (CIFAR-C)
+    and per-image seeds can follow a `data_fraction` / `data_size` subset.
     """
 
     name: str
@@ -89,9 +92,14 @@ class Dataset:
     num_classes: int
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    indices: torch.Tensor | None = None  # int64 (N,), ascending
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def split_positions(self) -> torch.Tensor:
+        """int64 (N,): each sample's position in the whole split (`indices`, or 0 … N−1)."""
+        return self.indices if self.indices is not None else torch.arange(len(self))
 
 
 class DatasetNotFoundError(FileNotFoundError, ValueError):
@@ -280,8 +288,8 @@ def load_dataset(
     idx = stratified_subset_indices(full.y.numpy(), float(data_fraction), seed, size=data_size)
     if len(idx) == len(full):
         return full
-    t = torch.from_numpy(idx)
-    return replace(full, x=full.x[t], y=full.y[t])
+    t = torch.from_numpy(idx).long()
+    return replace(full, x=full.x[t], y=full.y[t], indices=t)
 
 
 # --------------------------------------------------------------------------- local roots
@@ -592,7 +600,7 @@ def _digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     std = xtr.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
     out = {}
     for split, idx in splits.items():
-        t = torch.from_numpy(idx)
+        t = torch.from_numpy(idx).long()
         out[split] = (((x[t] - mean) / std).contiguous(), y[t].contiguous())
     out["stats"] = (mean.view(3), std.view(3))
     return out
