@@ -34,7 +34,7 @@ from harness.report import (
     write_report,
 )
 from harness.report.html import to_markdown
-from harness.report.tables import NoData
+from harness.report.tables import NoData, display
 from harness.engine.spec import validate
 from harness.engine.store import Store
 
@@ -93,6 +93,7 @@ def test_model_comparison_is_the_mean_over_seeds(with_quantity):
     assert table["nll"].tolist() == pytest.approx([0.6, 1.1])
     assert table["ece"].tolist() == pytest.approx([0.03, 0.11])
     assert table["num_params"].tolist() == [100, 50] and table["n"].tolist() == [2, 2]
+    assert table["acc_std"].tolist() == pytest.approx([0.1 / np.sqrt(2)] * 2)  # |0.8 - 0.9| / √2
     assert ("acc_90" in table) == with_quantity  # only metrics that were measured
     if with_quantity:
         assert table["acc_90"].tolist() == pytest.approx([0.96, 0.85])
@@ -120,6 +121,50 @@ def test_robustness_is_the_mean_accuracy_over_corruption_severity_sets():
     sev = robustness_by_severity(_corruption())
     vit = sev[sev.model == "vit_ti"].set_index("severity")["acc"]
     assert vit.tolist() == pytest.approx([(0.6 + 0.8) / 2, (0.4 + 0.5) / 2])
+
+
+def _seeded_corruption() -> pd.DataFrame:
+    """vit_ti with three seeds, two sets each (seed 0 lists its s1 set twice: a re-run), and
+    resnet18 with one seed. Per-seed robustness of vit_ti: 0.7, 0.8, 0.95."""
+    accs = {0: [0.6, 0.6, 0.8], 1: [0.7, 0.9], 2: [0.9, 1.0]}
+    rows = []
+    for seed, values in accs.items():
+        for sev, acc in zip([1, 1, 2] if len(values) == 3 else [1, 2], values):
+            rows.append({"model": "vit_ti", "seed": seed, "corruption": "gauss", "severity": sev,
+                         "acc": acc, "clean_acc": 0.9 + 0.02 * seed})
+    rows += [{"model": "resnet18", "seed": 0, "corruption": "gauss", "severity": s, "acc": a,
+              "clean_acc": 0.95} for s, a in ((1, 0.8), (2, 0.6))]
+    return _rows(len(rows)).drop(columns="seed").join(pd.DataFrame(rows))
+
+
+def _sample_std(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def test_robustness_spread_over_seeds_against_a_hand_computation(tmp_path):
+    table = robustness(_seeded_corruption()).set_index("model")
+    vit = table.loc["vit_ti"]
+    assert vit["robustness"] == pytest.approx((0.7 + 0.8 + 0.95) / 3)
+    assert vit["robustness_std"] == pytest.approx(_sample_std([0.7, 0.8, 0.95]))
+    assert vit["clean_acc_std"] == pytest.approx(_sample_std([0.9, 0.92, 0.94]))
+    assert (vit["n"], vit["n_sets"]) == (3, 2)
+    assert table.loc["resnet18", "n"] == 1 and np.isnan(table.loc["resnet18", "robustness_std"])
+    shown = display(table.reset_index()).set_index("model")
+    assert shown.loc["vit_ti", "robustness"] == f"{0.8166667:.4g} ± {_sample_std([0.7, 0.8, 0.95]):.2g}"
+    assert shown.loc["resnet18", "robustness"] == "0.7" and "robustness_std" not in shown
+    sev = robustness_by_severity(_seeded_corruption()).set_index(["model", "severity"])
+    assert sev.loc[("vit_ti", 1), "acc"] == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    assert sev.loc[("vit_ti", 1), "acc_std"] == pytest.approx(_sample_std([0.6, 0.7, 0.9]))
+    assert sev.loc[("vit_ti", 2), "n"] == 3
+    # the plot: error bars of ± std at clean (severity 0) and each severity for vit_ti only
+    fig = plots.plot_robustness(_seeded_corruption())
+    ax = fig.axes[0]
+    assert len(ax.containers) == 1 and ax.containers[0].get_label() == "vit_ti"
+    half = [abs(b[1][1] - b[0][1]) / 2 for b in ax.containers[0].lines[2][0].get_segments()]
+    assert half == pytest.approx([_sample_std([0.9, 0.92, 0.94]), _sample_std([0.6, 0.7, 0.9]),
+                                  _sample_std([0.8, 0.9, 1.0])])
+    _assert_drawn(fig, tmp_path, "robustness_seeds")
 
 
 def test_mce_against_the_reference_model():
@@ -214,9 +259,13 @@ def test_data_size_ablation_uses_final_epochs():
                   checkpoint=["x1", "x2", "y", "z", "v", "w"],
                   test_acc=[0.1, 0.8, 0.9, 0.7, 0.6, 0.3])
     table = data_size_ablation(train_final(train), "acc").set_index("model")
-    assert list(table.columns) == ["0.5", "1"]
-    assert table.loc["resnet18"].tolist() == pytest.approx([0.7, 0.85])  # epoch 1 ignored
-    assert table.loc["vit_ti"].tolist() == pytest.approx([0.3, 0.6])
+    assert list(table.columns) == ["0.5", "0.5_std", "0.5_n", "1", "1_std", "1_n"]
+    assert table.loc["resnet18", ["0.5", "1"]].tolist() == pytest.approx([0.7, 0.85])  # epoch 1 ignored
+    assert table.loc["vit_ti", ["0.5", "1"]].tolist() == pytest.approx([0.3, 0.6])
+    # two runs (seeds 0, 1) at fraction 1: std |0.8 - 0.9| / √2; one run: no std
+    assert table.loc["resnet18", "1_std"] == pytest.approx(0.1 / np.sqrt(2))
+    assert table.loc["resnet18", ["0.5_n", "1_n"]].tolist() == [1, 2]
+    assert np.isnan(table.loc["resnet18", "0.5_std"])
 
 
 def test_frequency_noise_table_and_markdown():
@@ -224,8 +273,13 @@ def test_frequency_noise_table_and_markdown():
                acc_drop=[0.14, 0.16, 0.04, 0.05], noise_norm=2.0)
     table = frequency_noise(df)
     assert table.iloc[0][["0.3", "0.8"]].tolist() == pytest.approx([0.15, 0.045])
-    assert to_markdown(table).splitlines() == ["| model | 0.3 | 0.8 |", "|---|---|---|",
-                                               "| vit_ti | 0.15 | 0.045 |"]
+    # std over the two seeds: |0.14 - 0.16| / √2 = 0.01414, |0.04 - 0.05| / √2 = 0.007071
+    assert to_markdown(display(table)).splitlines() == [
+        "| model | 0.3 | 0.3_n | 0.8 | 0.8_n |", "|---|---|---|---|---|",
+        "| vit_ti | 0.15 ± 0.014 | 2 | 0.045 ± 0.0071 | 2 |"]
+    bars = plots.plot_freqnoise(df).axes[0].containers[0].lines[2][0].get_segments()
+    assert [abs(b[1][1] - b[0][1]) / 2 for b in bars] == pytest.approx(
+        [0.02 / np.sqrt(2), 0.01 / np.sqrt(2)])
 
 
 def test_tables_say_what_is_missing():

@@ -18,6 +18,9 @@ import pandas as pd
 #: Columns that tell one model apart from another, in display order.
 IDENTITY = ("sweep", "dataset", "model", "model_args", "weights", "train_fraction", "epoch",
             "split", "data_fraction")
+#: Columns that tell repeated runs of one model apart (seeds, training runs, checkpoints):
+#: tables average over them and show the spread (`mean_std`).
+RUN_COLUMNS = ("seed", "train_seed", "checkpoint", "corruption_seed", "noise_seed")
 #: Added by `with_training` (the evaluated checkpoint's training run).
 TRAIN_COLUMNS = ("train_fraction", "epoch", "train_seed", "train_unit", "weights")
 
@@ -161,3 +164,33 @@ def metrics_rows(evaluate: pd.DataFrame) -> pd.DataFrame:
     if "quantity" in evaluate.columns:
         return evaluate[evaluate["quantity"] == "metrics"]
     return evaluate
+
+
+def run_columns(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The `RUN_COLUMNS` of `df` that are not group keys: what tells one run from another."""
+    return [c for c in RUN_COLUMNS if c in df.columns and c not in keys]
+
+
+def per_run(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Mean of `values` per group of `keys` and run (`run_columns`): one row per run."""
+    by = [*keys, *run_columns(df, keys)]
+    return df.groupby(by, dropna=False, sort=True)[list(values)].mean().reset_index()
+
+
+def mean_std(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Per group of `keys`: each value's mean and `<value>_std` (sample std, ddof 1: NaN for a
+    single row) over the group's rows, and `n`, the rows counted (NaN values are skipped)."""
+    grouped = df.groupby(list(keys), dropna=False, sort=True)[list(values)]
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    out = pd.DataFrame(index=mean.index)
+    for v in values:
+        out[v], out[f"{v}_std"] = mean[v], std[v]
+    out["n"] = grouped.size()
+    return out.reset_index()
+
+
+def spread_over_runs(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]
+                     ) -> pd.DataFrame:
+    """`mean_std` over runs: each run's rows averaged first (`per_run`), so a run with more
+    rows does not weigh more; n counts runs."""
+    return mean_std(per_run(df, keys, values), keys, values)

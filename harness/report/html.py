@@ -94,9 +94,10 @@ class Report:
             folder = self.out / "tables"
             folder.mkdir(parents=True, exist_ok=True)
             df.to_csv(folder / f"{name}.csv", index=False)
-            (folder / f"{name}.md").write_text(to_markdown(df))
-            body = df.to_html(index=False, na_rep="–", float_format=_fmt, border=0,
-                              classes="tbl", escape=True)
+            shown = tables.display(df)  # "mean ± std" cells; the CSV keeps the numbers
+            (folder / f"{name}.md").write_text(to_markdown(shown))
+            body = shown.to_html(index=False, na_rep="–", float_format=_fmt, border=0,
+                                 classes="tbl", escape=True)
             return Item(title, caption, f"<div class='scroll'>{body}</div>",
                         [f"tables/{name}.csv", f"tables/{name}.md"])
         self._guard(section, title, caption, build)

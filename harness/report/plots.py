@@ -4,7 +4,9 @@ Every `plot_*` function takes the rows of one task (joined with the train rows
 by `frames.with_training` where the regime matters), returns a matplotlib
 Figure, and raises `NoData` when the rows hold nothing it could draw. Colors
 come from `style.color(model)`: one per architecture in every plot; variants
-of one architecture differ by line style. `save_figure` writes PNG and PDF.
+of one architecture differ by line style. Curves of values averaged over runs
+(seeds, checkpoints) carry ± one std error bars where a point has several runs.
+`save_figure` writes PNG and PDF.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.report import style
-from harness.report.frames import group_frames, identity_keys
+from harness.report.frames import group_frames, identity_keys, spread_over_runs
 from harness.report.tables import (
     HESSIAN_KEYS,
     NoData,
     _require,
     data_size_ablation,
+    frequency_noise_long,
     robustness_by_severity,
 )
 
@@ -71,6 +74,20 @@ def _legend(ax, n: int) -> None:
 
 
 # --------------------------------------------------------------------------- landscapes
+
+
+def _line(ax, x: Sequence[float], y: Sequence[float], std: Sequence[float] | None,
+          n: Sequence[float] | None, label: str, st: dict) -> None:
+    """One model's curve; ± one std over runs as error bars at the points with n > 1 runs
+    (a plain line where every point has a single run)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    yerr = np.full_like(y, np.nan)
+    if std is not None and n is not None:
+        yerr = np.where(np.asarray(n, float) > 1, np.asarray(std, float), np.nan)
+    if np.isfinite(yerr).any():
+        ax.errorbar(x, y, yerr=np.nan_to_num(yerr), label=label, capsize=2, **st)
+    else:
+        ax.plot(x, y, label=label, **st)
 
 
 def _surface(grid: pd.DataFrame, loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,22 +305,26 @@ def plot_lesion(lesion: pd.DataFrame) -> Figure:
 
 def plot_robustness(corruption: pd.DataFrame) -> Figure:
     """Accuracy (mean over corruptions) vs corruption severity per model; severity 0 is the
-    clean accuracy."""
+    clean accuracy. Error bars: ± std over runs where a model has several."""
     table = robustness_by_severity(corruption)
-    keys = [c for c in table.columns if c not in ("severity", "acc")]
+    keys = [c for c in table.columns if c not in ("severity", "acc", "acc_std", "n")]
     groups = group_frames(table, keys)
     clean = {}
     if "clean_acc" in corruption.columns:
-        for label, _, g in group_frames(corruption, keys):
-            clean[label] = float(g["clean_acc"].mean())
+        spread = spread_over_runs(corruption, keys, ["clean_acc"])
+        for label, _, g in group_frames(spread, keys):
+            clean[label] = g.iloc[0]
     styles = _styles(groups)
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     for label, _, g in groups:
         x, y = list(g["severity"].astype(float)), list(g["acc"])
+        std, n = list(g["acc_std"]), list(g["n"])
         if label in clean:
-            x, y = [0.0, *x], [clean[label], *y]
-        ax.plot(x, y, label=label, **styles[label])
+            c = clean[label]
+            x, y = [0.0, *x], [c["clean_acc"], *y]
+            std, n = [c["clean_acc_std"], *std], [c["n"], *n]
+        _line(ax, x, y, std, n, label, styles[label])
     ax.set(xlabel="severity (0: clean)", ylabel="accuracy (mean over corruptions)",
            title="robustness vs corruption severity")
     _legend(ax, len(groups))
@@ -312,15 +333,17 @@ def plot_robustness(corruption: pd.DataFrame) -> Figure:
 
 def plot_freqnoise(freqnoise: pd.DataFrame) -> Figure:
     """Accuracy drop vs the center frequency of band-limited noise (Fig. 2b): ViTs are
-    hurt most by low-frequency noise, ResNets by high-frequency noise."""
+    hurt most by low-frequency noise, ResNets by high-frequency noise. Error bars: ± std over
+    runs where a model has several."""
     rows = _require(freqnoise, "freqnoise", ["frequency", "acc_drop"])
-    groups = group_frames(rows, identity_keys(rows, ("noise_norm", "bandwidth")))
+    groups = group_frames(frequency_noise_long(rows),
+                          identity_keys(rows, ("noise_norm", "bandwidth")))
     styles = _styles(groups)
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     for label, _, g in groups:
-        per = g.groupby("frequency", as_index=False)["acc_drop"].mean()
-        ax.plot(per["frequency"], per["acc_drop"], label=label, **styles[label])
+        g = g.sort_values("frequency")
+        _line(ax, g["frequency"], g["acc_drop"], g["acc_drop_std"], g["n"], label, styles[label])
     ax.set(xlabel="noise frequency (×π)", ylabel="accuracy drop",
            title="robustness to frequency-band noise")
     _legend(ax, len(groups))
@@ -359,17 +382,20 @@ def plot_reliability(evaluate: pd.DataFrame) -> Figure:
 
 def plot_data_size(df: pd.DataFrame, metric: str = "acc") -> Figure:
     """`metric` vs training data fraction per architecture (data-size regimes); `df` as for
-    `tables.data_size_ablation`."""
+    `tables.data_size_ablation`. Error bars: ± std over training runs (seeds) where several."""
     table = data_size_ablation(df, metric)
     fractions = [c for c in table.columns if _is_number(c)]
-    keys = [c for c in table.columns if c not in fractions]
+    keys = [c for c in table.columns
+            if c not in fractions and c.rsplit("_", 1)[0] not in fractions]
     groups = group_frames(table, keys)
     styles = _styles(groups)
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
     x = np.array([float(c) for c in fractions])
     for label, _, g in groups:
-        ax.plot(x, g[fractions].iloc[0].to_numpy(float), label=label, **styles[label])
+        row = g.iloc[0]
+        _line(ax, x, row[fractions].to_numpy(float), row[[f"{c}_std" for c in fractions]],
+              row[[f"{c}_n" for c in fractions]], label, styles[label])
     ax.set_xscale("log")
     ax.set(xlabel="training data fraction", ylabel=metric, title=f"{metric} vs data size")
     _legend(ax, len(groups))

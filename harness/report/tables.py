@@ -4,8 +4,10 @@ Each function takes the rows of one task (optionally joined with the train
 rows by `frames.with_training`, which adds the training data fraction and
 epoch) and returns a plain DataFrame whose first columns are the keys that
 tell its groups apart (`model` always, the rest only when they vary).
-Values are averaged over seeds and training runs; `n` counts what was
-averaged.
+Values are averaged over seeds and training runs (`frames.RUN_COLUMNS`):
+each run's rows are averaged first, then the runs, and `<value>_std` (sample
+std over runs, NaN for one run) and `n` (runs) give the spread. The CSV keeps
+these as numbers; `display` writes "mean ± std" for the page.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.hessian import nep_ape
-from harness.report.frames import group_frames, identity_keys, labels, metrics_rows
+from harness.report.frames import (
+    group_frames,
+    identity_keys,
+    labels,
+    metrics_rows,
+    per_run,
+    spread_over_runs,
+)
 
 #: Evaluate's metric columns in the paper's order (the ones present are shown).
 METRICS = ("acc", "nll", "ece", "signed_ece", "brier", "top5_acc", "acc_90", "unc_90",
@@ -43,17 +52,47 @@ def _require(df: pd.DataFrame | None, what: str, columns: Sequence[str] = ()) ->
     return df
 
 
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the page shows it: every column `x` with an `x_std` beside it becomes the
+    text "mean ± std" (4 and 2 significant digits; the mean alone where std is NaN: one run)."""
+    out = table.copy()
+    for col in table.columns:
+        std = f"{col}_std"
+        if std in table.columns:
+            out[col] = [_plus_minus(m, sd) for m, sd in zip(table[col], table[std])]
+            out = out.drop(columns=std)
+    return out
+
+
+def _plus_minus(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.4g}" if pd.isna(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def _wide(stats: pd.DataFrame, keys: list[str], column: str, value: str) -> pd.DataFrame:
+    """`mean_std` rows per (keys, column) as one row per keys with, per value of `column`
+    (formatted :g), the mean, `<c>_std` and `<c>_n` columns."""
+    wide = stats.set_index([*keys, column])[[value, f"{value}_std", "n"]].unstack(column)
+    out = pd.DataFrame(index=wide.index)
+    for c in sorted(stats[column].unique()):
+        out[f"{c:g}"] = wide[(value, c)]
+        out[f"{c:g}_std"] = wide[(f"{value}_std", c)]
+        out[f"{c:g}_n"] = wide[("n", c)]
+    return out.reset_index()
+
+
 def model_comparison(evaluate: pd.DataFrame) -> pd.DataFrame:
-    """Acc, NLL, ECE, Acc-90, Unc-90, … and parameter count per model, mean over seeds."""
+    """Acc, NLL, ECE, Acc-90, Unc-90, … per model: mean and std over runs (seeds, checkpoints),
+    n runs, and the parameter count."""
     rows = _require(metrics_rows(_require(evaluate, "evaluate")), "evaluate metrics", ["acc"])
     keys = identity_keys(rows)
     metrics = [m for m in METRICS if m in rows.columns and rows[m].notna().any()]
-    agg = {m: "mean" for m in metrics}
+    table = spread_over_runs(rows, keys, metrics)
     if "num_params" in rows.columns:
-        agg["num_params"] = "max"
-    table = rows.groupby(keys, dropna=False, sort=True).agg(agg)
-    table["n"] = rows.groupby(keys, dropna=False, sort=True).size()
-    return table.reset_index()
+        params = rows.groupby(keys, dropna=False, sort=True)["num_params"].max()
+        table.insert(len(table.columns) - 1, "num_params", params.to_numpy())
+    return table
 
 
 def _cells(corruption: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -67,14 +106,23 @@ def _cells(corruption: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return cells.reset_index(), keys
 
 
+def _set_runs(corruption: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One row per (model group, run, corruption, severity): its mean acc (and clean_acc)."""
+    rows = _require(corruption, "corruption", ["corruption", "severity", "acc"])
+    keys = identity_keys(rows, CORRUPTION_KEYS)
+    values = ["acc", *(["clean_acc"] if "clean_acc" in rows.columns else [])]
+    return per_run(rows, [*keys, "corruption", "severity"], values), keys, values
+
+
 def robustness(corruption: pd.DataFrame) -> pd.DataFrame:
-    """Per model: clean accuracy, robustness (mean accuracy over every corruption × severity
-    set present; the paper's 75) and the mean accuracy of each corruption over its severities."""
-    cells, keys = _cells(corruption)
-    grouped = cells.groupby(keys, dropna=False, sort=True)
-    table = pd.DataFrame({"robustness": grouped["acc"].mean(), "n_sets": grouped.size()})
-    if "clean_acc" in cells.columns:
-        table.insert(0, "clean_acc", grouped["clean_acc"].mean())
+    """Per model: clean accuracy and robustness (each run's mean accuracy over every corruption
+    × severity set present — the paper's 75), mean ± std over runs with n runs; n_sets; and
+    the mean accuracy of each corruption over its severities (mean over runs)."""
+    runs, keys, values = _set_runs(corruption)
+    runs = runs.rename(columns={"acc": "robustness"})
+    table = spread_over_runs(runs, keys, [*values[1:], "robustness"]).set_index(keys)
+    cells, _ = _cells(corruption)
+    table.insert(len(table.columns), "n_sets", cells.groupby(keys, dropna=False, sort=True).size())
     per = cells.pivot_table(index=keys, columns="corruption", values="acc", aggfunc="mean",
                             dropna=False)
     per.columns = [str(c) for c in per.columns]
@@ -82,10 +130,10 @@ def robustness(corruption: pd.DataFrame) -> pd.DataFrame:
 
 
 def robustness_by_severity(corruption: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy over corruptions at each severity, per model (robustness vs severity)."""
-    cells, keys = _cells(corruption)
-    out = cells.groupby([*keys, "severity"], dropna=False, sort=True)["acc"].mean()
-    return out.reset_index()
+    """Accuracy over corruptions at each severity per model (robustness vs severity): each
+    run's mean over corruptions, then mean, acc_std and n over runs."""
+    runs, keys, _ = _set_runs(corruption)
+    return spread_over_runs(runs, [*keys, "severity"], ["acc"])
 
 
 def mce(corruption: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
@@ -209,7 +257,8 @@ def landscape_summary(landscape: pd.DataFrame, radius: float = 0.5,
 
 def data_size_ablation(df: pd.DataFrame, metric: str = "acc",
                        fraction: str = "train_fraction") -> pd.DataFrame:
-    """`metric` per model (rows) and training data fraction (columns), mean over seeds.
+    """`metric` per model (rows) and training data fraction (columns "<f>"), mean over runs,
+    with "<f>_std" and "<f>_n" (runs).
 
     `df` holds one row per final model: `frames.train_final(train)`, or evaluate
     rows joined with `with_training` and reduced with `final_epochs`.
@@ -218,16 +267,21 @@ def data_size_ablation(df: pd.DataFrame, metric: str = "acc",
     rows = rows[rows[fraction].notna()]
     _require(rows, f"rows with a {fraction}")
     keys = identity_keys(rows, exclude=("train_fraction", "data_fraction", "epoch", "weights"))
-    table = rows.pivot_table(index=keys, columns=fraction, values=metric, aggfunc="mean")
-    table.columns = [f"{c:g}" for c in table.columns]
-    return table.reset_index()
+    return _wide(spread_over_runs(rows, [*keys, fraction], [metric]), keys, fraction, metric)
 
 
 def frequency_noise(freqnoise: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy drop per model (rows) and noise frequency in units of π (columns), mean over
-    seeds (Fig. 2b as numbers)."""
+    """Accuracy drop per model (rows) and noise frequency in units of π (columns "<f>"), mean
+    over runs with "<f>_std" and "<f>_n" (Fig. 2b as numbers)."""
+    return _wide(frequency_noise_long(freqnoise), *_freq_keys(freqnoise), "acc_drop")
+
+
+def _freq_keys(freqnoise: pd.DataFrame) -> tuple[list[str], str]:
     rows = _require(freqnoise, "freqnoise", ["frequency", "acc_drop"])
-    keys = identity_keys(rows, ("noise_norm", "bandwidth"))
-    table = rows.pivot_table(index=keys, columns="frequency", values="acc_drop", aggfunc="mean")
-    table.columns = [f"{c:g}" for c in table.columns]
-    return table.reset_index()
+    return identity_keys(rows, ("noise_norm", "bandwidth")), "frequency"
+
+
+def frequency_noise_long(freqnoise: pd.DataFrame) -> pd.DataFrame:
+    """One row per model group and frequency: acc_drop mean, acc_drop_std and n over runs."""
+    keys, column = _freq_keys(freqnoise)
+    return spread_over_runs(freqnoise, [*keys, column], ["acc_drop"])
