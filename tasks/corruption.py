@@ -9,7 +9,11 @@ Images: with `cifar_c_root: ""` (default) the unit corrupts its clean split on
 the worker's device, batch by batch (`harness.data.corruptions.corrupt`: the
 CIFAR-C severity table, or ImageNet-C's with `corruption_constants:
 imagenet`), each image seeded by (corruption_seed, its index in the split) —
-only the unit's params travel, never 75 copies of the data. With a root, the
+only the unit's params travel, never 75 copies of the data. Generated frost
+blends in crops of ImageNet-C's frost photos where `imagecorruptions` is
+installed (the `frost` extra), else a procedural texture with their moments
+(`frost_texture` param: auto / photos / procedural); the `frost_source`
+column says which (`files` for rows read from CIFAR-C files). With a root, the
 unit reads the real CIFAR-10-C / CIFAR-100-C `.npy` files
 (`harness.data.cifar_c.load_cifar_c`; `dataset` must be cifar10 or cifar100 and
 `split` test, the clean reference the files corrupt). `source` says which.
@@ -36,7 +40,14 @@ import torch
 
 from harness.engine.context import UnitContext
 from harness.data import Dataset
-from harness.data.corruptions import CORRUPTIONS, SEVERITIES, TABLES, corrupt
+from harness.data.corruptions import (
+    CORRUPTIONS,
+    FROST_TEXTURES,
+    SEVERITIES,
+    TABLES,
+    corrupt,
+    frost_texture,
+)
 from harness.analysis.metrics import classification_metrics
 from harness.engine.params import Param
 from harness.analysis.perturb import from_pixels, to_pixels
@@ -51,7 +62,7 @@ ALL_SEVERITIES = -1
 CIFAR_C_DATASETS = ("cifar10", "cifar100")
 #: The params a unit's corrupted images depend on: units differing only here share clean metrics.
 CORRUPTION_PARAMS = ("corruption", "severity", "cifar_c_root", "corruption_constants",
-                     "corruption_seed")
+                     "corruption_seed", "frost_texture")
 
 PARAMS = MODEL_PARAMS + EVAL_PARAMS + (
     Param("corruption", str, ALL_KINDS, "CIFAR-10-C corruption kind; all: one unit per kind",
@@ -65,6 +76,9 @@ PARAMS = MODEL_PARAMS + EVAL_PARAMS + (
           choices=tuple(sorted(TABLES))),
     Param("corruption_seed", int, 0, "seed of generated corruptions (with each image's index)",
           min=0),
+    Param("frost_texture", str, "auto", "generated frost: the ImageNet-C frost photos (photos; "
+          "needs the frost extra), a texture with their moments (procedural), or auto: photos "
+          "where installed", choices=FROST_TEXTURES),
 )
 
 OUTPUT = pa.schema([
@@ -77,6 +91,7 @@ OUTPUT = pa.schema([
     pa.field("clean_ece", pa.float64()),
     pa.field("error_rel_clean", pa.float64()),  # (1 - acc) - (1 - clean_acc)
     pa.field("n_samples", pa.int64()),
+    pa.field("frost_source", pa.string()),  # frost rows: photos | procedural | files
 ])
 
 
@@ -119,14 +134,21 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
         def corrupted(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             out = corrupt(to_pixels(x, data), p["corruption"], p["severity"],
                           image_ids=positions[ids], seed=p["corruption_seed"],
-                          constants=p["corruption_constants"])
+                          constants=p["corruption_constants"], frost_texture=p["frost_texture"])
             return from_pixels(out, data)
 
         logits = predict_logits(model, data.x[:n], p["batch_size"], ctx.device, corrupted)
     m = classification_metrics(logits, data.y[:n], p["ece_bins"])
     return [{"source": source, **m, "clean_acc": clean["acc"], "clean_nll": clean["nll"],
              "clean_ece": clean["ece"], "error_rel_clean": (1 - m["acc"]) - (1 - clean["acc"]),
-             "n_samples": n}]
+             "n_samples": n, "frost_source": _frost_source(p)}]
+
+
+def _frost_source(p: dict[str, Any]) -> str | None:
+    """What a frost row's layer is: the files' own, the photos or the procedural texture."""
+    if p["corruption"] != "frost":
+        return None
+    return "files" if p["cifar_c_root"] else frost_texture(p["frost_texture"])
 
 
 def check(params: dict[str, Any]) -> list[str]:
@@ -137,6 +159,11 @@ def check(params: dict[str, Any]) -> list[str]:
                           f"is {params['dataset']!r}: set dataset, or cifar_c_root: '' to generate")
         if params["split"] != "test":
             errors.append("split: CIFAR-C files corrupt the test split; set split: test")
+    elif params["frost_texture"] == "photos" and params["corruption"] in ("frost", ALL_KINDS):
+        try:
+            frost_texture("photos")
+        except ValueError as e:
+            errors.append(str(e))
     return errors
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,7 +250,7 @@ def _patched_imagecorruptions(imagecorruptions, monkeypatch):
     return imagecorruptions
 
 
-@pytest.mark.parametrize("kind", CORRUPTIONS)
+@pytest.mark.parametrize("kind", [*CORRUPTIONS, "frost:procedural"])
 def test_imagenet_constants_match_imagecorruptions(kind: str, request) -> None:
     """Per image: output mean, output std and mean |output - input| (in [0, 1] units).
 
@@ -262,8 +263,10 @@ def test_imagenet_constants_match_imagecorruptions(kind: str, request) -> None:
     inside their tolerance. 13 kinds run on the package as shipped; glass_blur
     and fog only with two removed library names patched back in. 32x32 is the
     smallest size imagecorruptions accepts; its frost crops the full-size
-    photos there (no shrinking).
+    photos there (no shrinking). frost runs with the photos (installed here, as
+    the package is), "frost:procedural" with the texture that replaces them.
     """
+    kind, _, texture = kind.partition(":")
     fixture = "_patched_imagecorruptions" if kind not in IC_KINDS else "imagecorruptions"
     imagecorruptions = request.getfixturevalue(fixture)
     x = smooth_images(20 if kind == "glass_blur" else 40, seed=3)  # its glass blur is a Python loop
@@ -274,7 +277,7 @@ def test_imagenet_constants_match_imagecorruptions(kind: str, request) -> None:
         return torch.stack([y.mean((1, 2, 3)), y.std((1, 2, 3)), (y - x.double()).abs().mean((1, 2, 3))], dim=1)
 
     for severity in SEVERITIES:
-        ours = corrupt(x, kind, severity, constants="imagenet").double()
+        ours = corrupt(x, kind, severity, constants="imagenet", frost_texture=texture or "auto").double()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             theirs = np.stack([imagecorruptions.corrupt(im, corruption_name=kind, severity=severity) for im in arr])
@@ -328,3 +331,60 @@ def test_load_cifar_c_from_fake_files(tmp_path) -> None:
     np.save(tmp_path / "CIFAR-10-C" / "labels.npy", np.zeros(7, dtype=np.uint8))
     with pytest.raises(ValueError, match="labels"):
         load_cifar_c(tmp_path, "cifar10", "fog", 1)
+
+
+# --------------------------------------------------------------------------- frost photos
+
+
+@pytest.mark.parametrize(("constants", "size"), [("cifar", 32), ("imagenet", 32), ("imagenet", 40)])
+def test_frost_photo_crops_equal_cv2_resized_photos(imagecorruptions, constants, size) -> None:
+    """Each image's frost layer is the crop, at the drawn corner, of the drawn photo resized as
+    the originals do (cv2: make_cifar_c's fx = fy = 0.2 bilinear; imagecorruptions' 1.1x
+    bicubic), read by cv2: equal to within cv2's rounding to 8 bits (0.5 level + its
+    fixed-point weights). The five photos are drawn about equally often."""
+    import cv2
+
+    from harness.data.corruptions.tables import FROST_PHOTOS
+    from harness.data.corruptions.weather import frost_photo_dir, frost_photo_layer
+
+    folder = frost_photo_dir()
+    assert folder is not None and folder.parent == Path(imagecorruptions.__file__).parent
+    n = 200
+    px_per_px = corruption_params("frost", 1, constants)[2]
+    layer, style, top, left = frost_photo_layer(n, size, size, px_per_px,
+                                                ImageRNG(0, CORRUPTIONS.index("frost"), 1, torch.arange(n)),
+                                                torch.float64)
+    assert set(style.tolist()) == set(range(5)) and int(style.bincount().min()) > 20
+    for i in range(0, n, 7):
+        photo = cv2.imread(str(folder / FROST_PHOTOS[int(style[i])]))
+        if constants == "cifar":
+            scaled = cv2.resize(photo, (0, 0), fx=0.2, fy=0.2)
+        else:
+            f = max(1, size / photo.shape[0], size / photo.shape[1]) * 1.1
+            scaled = cv2.resize(photo, (math.ceil(photo.shape[1] * f), math.ceil(photo.shape[0] * f)),
+                                interpolation=cv2.INTER_CUBIC)
+        t, lft = int(top[i]), int(left[i])
+        assert 0 <= t < scaled.shape[0] - size and 0 <= lft < scaled.shape[1] - size
+        want = scaled[t:t + size, lft:lft + size][..., [2, 1, 0]].astype(np.float64)
+        got = (layer[i] * 255).permute(1, 2, 0).numpy()
+        assert np.abs(got - want).max() <= 0.51, (i, constants)
+
+
+def test_frost_texture_falls_back_to_procedural(monkeypatch) -> None:
+    """Without the photos, auto is the procedural texture (exactly its layer), photos is an
+    error naming the fix, and a bad choice names the choices."""
+    from harness.data.corruptions import weather
+
+    x = smooth_images(4)
+    a, b, px = corruption_params("frost", 2)
+    rng = ImageRNG(0, CORRUPTIONS.index("frost"), 2, torch.arange(4))
+    procedural = corrupt(x, "frost", 2, frost_texture="procedural")
+    want = torch.floor((a * x + b * weather.frost_layer(4, 32, 32, px, rng, x.dtype)).clamp(0, 1) * 255 + 1e-4) / 255
+    assert torch.equal(procedural, want)
+    monkeypatch.setattr(weather, "frost_photo_dir", lambda: None)
+    assert weather.frost_texture("auto") == "procedural"
+    assert torch.equal(corrupt(x, "frost", 2), procedural)
+    with pytest.raises(ValueError, match=r"pip install 'harness\[frost\]'"):
+        corrupt(x, "frost", 2, frost_texture="photos")
+    with pytest.raises(ValueError, match="frost_texture='ice': expected one of auto, photos, procedural"):
+        corrupt(x, "gaussian_noise", 2, frost_texture="ice")

@@ -231,6 +231,29 @@ def test_corruption_task_against_a_serial_loop(tmp_path):
     assert df["nll"].iloc[1] != pytest.approx(df["nll"].iloc[0], rel=1e-4)  # severity matters
 
 
+def test_corruption_rows_say_which_frost_texture(tmp_path, monkeypatch):
+    """frost rows name their layer (photos where installed, or procedural), other kinds none;
+    asking for photos where they are not installed fails validation naming the fix."""
+    pytest.importorskip("imagecorruptions")
+    doc = {"name": "fr", "tasks": {"corruption": {**CORRUPT_COMMON, "max_samples": 16,
+                                                  "corruption": ["frost", "gaussian_noise"],
+                                                  "severity": 3,
+                                                  "frost_texture": ["auto", "procedural"]}}}
+    _run(doc, tmp_path)
+    df = harness.load(str(tmp_path), task="corruption")
+    got = {(r.corruption, r.frost_source if isinstance(r.frost_source, str) else None)
+           for r in df.itertuples()}
+    assert got == {("frost", "photos"), ("frost", "procedural"), ("gaussian_noise", None)}
+    frost = df[df["corruption"] == "frost"].set_index("frost_source")
+    assert frost.loc["photos", "nll"] != pytest.approx(frost.loc["procedural", "nll"], rel=1e-6)
+    from harness.data.corruptions import weather
+
+    monkeypatch.setattr(weather, "frost_photo_dir", lambda: None)
+    doc["tasks"]["corruption"]["frost_texture"] = "photos"
+    with pytest.raises(SpecError, match=r"frost photos are not installed; pip install 'harness\[frost\]'"):
+        validate(doc)
+
+
 @pytest.mark.slow
 def test_robustness_tasks_on_ray_equal_local(tmp_path, ray_session):
     doc = {"name": "rob", "tasks": {"corruption": CORRUPT_COMMON,
@@ -288,7 +311,7 @@ def test_cifar_c_files_give_the_generated_metrics(tmp_path, monkeypatch, subset)
     """Reading the written files back must give exactly the metrics of generating them on the
     fly, whole split or stratified subset: both sides corrupt the same images, and the clean
     metrics are those of the subset's first max_samples images (a plain loop checks them)."""
-    from harness.data import stratified_subset_indices
+    from harness.data.datasets import stratified_subset_indices
 
     kinds = ["gaussian_noise", "glass_blur", "jpeg_compression"]
     data, croot = _fake_cifar_c(tmp_path, monkeypatch, kinds)

@@ -6,9 +6,11 @@ device in one pass (no per-image Python loop), with the severity constants of
 (`constants="imagenet"`); the constants live in `tables.py`. Randomness is a
 counter-based hash of (seed, kind, severity, image id, element), so an image's
 corruption does not depend on how the data set is batched, nor on the device.
-Where the original needs an asset or a library (frost photos, ImageMagick's
-motion blur, PIL's JPEG codec) an equivalent is built here; each difference is
-documented in the kind's module.
+Where the original needs a library (ImageMagick's motion blur, PIL's JPEG
+codec) an equivalent is built here; each difference is documented in the
+kind's module. Frost uses the original's photos where `imagecorruptions` is
+installed (the `frost` extra), a procedural texture otherwise
+(`frost_texture`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import torch
 from harness.data.corruptions import blur, digital, noise, weather
 from harness.data.corruptions.rng import ImageRNG
 from harness.data.corruptions.tables import CIFAR_C, CORRUPTIONS, FIELDS, IMAGENET_C, TABLES
+from harness.data.corruptions.weather import FROST_TEXTURES, frost_texture
 
-__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "IMAGENET_C", "SEVERITIES", "TABLES", "corrupt", "corruption_params"]
+__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "FROST_TEXTURES", "IMAGENET_C", "SEVERITIES", "TABLES",
+           "corrupt", "corruption_params", "frost_texture"]
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
@@ -66,6 +70,7 @@ def corrupt(
     seed: int = 0,
     constants: str = "cifar",
     quantize: bool = True,
+    frost_texture: str = "auto",
 ) -> torch.Tensor:
     """Corrupt a batch of RGB images in [0, 1].
 
@@ -73,9 +78,12 @@ def corrupt(
     images' indices in their data set (default arange(N)); they, with `seed`,
     kind and severity, key each image's random numbers. quantize: round down to
     the 1/255 grid at the end as the originals do (they store `np.uint8(...)`).
+    frost_texture (frost only): auto (the photos where installed), photos or procedural.
     Returns a tensor of the same shape, dtype and device, in [0, 1].
     """
     params = corruption_params(kind, severity, constants)
+    if frost_texture not in FROST_TEXTURES:
+        raise ValueError(f"frost_texture={frost_texture!r}: expected one of {', '.join(FROST_TEXTURES)}")
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         raise ValueError("images must be a floating-point torch.Tensor of shape (N, 3, H, W) in [0, 1]")
     if images.dim() != 4 or images.shape[1] != 3:
@@ -101,7 +109,10 @@ def corrupt(
         return images.clone()
     work = images if images.dtype in (torch.float32, torch.float64) else images.float()
     rng = ImageRNG(seed, CORRUPTIONS.index(kind), severity, image_ids)
-    out = _KERNELS[kind](work, params, rng)
+    if kind == "frost":
+        out = weather.frost(work, params, rng, frost_texture)
+    else:
+        out = _KERNELS[kind](work, params, rng)
     if out is images:
         out = out.clone()
     out.clamp_(0.0, 1.0)

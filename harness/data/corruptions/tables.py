@@ -9,7 +9,7 @@ sizes given as fractions are multiplied by the image side at run time.
 
 from __future__ import annotations
 
-__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "FROST_STYLES", "IMAGENET_C", "TABLES"]
+__all__ = ["CIFAR_C", "CORRUPTIONS", "FIELDS", "FROST_PHOTOS", "FROST_STYLES", "IMAGENET_C", "TABLES"]
 
 #: The 15 corruptions in CIFAR-10-C order.
 CORRUPTIONS: tuple[str, ...] = (
@@ -116,11 +116,16 @@ IMAGENET_C: dict[str, tuple[tuple, ...]] = {
 
 TABLES: dict[str, dict[str, tuple[tuple, ...]]] = {"cifar": CIFAR_C, "imagenet": IMAGENET_C}
 
+#: The frost photos the originals pick from (`np.random.randint(5)`: frost6 never), in the
+#: `imagecorruptions` package's `frost/` folder.
+FROST_PHOTOS: tuple[str, ...] = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+
 #: Per-channel RGB mean and std (0..255) of the frost photos the originals
 #: blend in (frost1.png .. frost5.jpg of ImageNet-C; `np.random.randint(5)`
 #: never picks frost6, and frost2 and frost3 are the same picture), measured
 #: here on the copies shipped with imagecorruptions 1.1.2. The procedural frost
-#: layer draws one style per image and matches these moments.
+#: layer (used where the photos are not installed) draws one style per image and
+#: matches these moments.
 FROST_STYLES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
     ((77.7, 149.1, 165.7), (26.9, 16.5, 15.3)),
     ((200.8, 205.4, 214.5), (21.4, 22.1, 22.6)),

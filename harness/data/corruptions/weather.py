@@ -1,16 +1,30 @@
-"""Weather corruptions: snow, frost, fog (batched over the images)."""
+"""Weather corruptions: snow, frost, fog (batched over the images).
+
+Frost blends in a crop of one of the five frost photos of ImageNet-C where they
+are installed (the `imagecorruptions` package ships them: `pip install
+harness[frost]`), else a procedural texture with the photos' per-channel
+moments (`frost_layer`); `frost_texture()` says which a run uses.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from harness.data.corruptions import ops
 from harness.data.corruptions.rng import ImageRNG
-from harness.data.corruptions.tables import FROST_STYLES
+from harness.data.corruptions.tables import FROST_PHOTOS, FROST_STYLES
 
-__all__ = ["fog", "frost", "frost_layer", "plasma_fractal", "snow"]
+__all__ = ["FROST_TEXTURES", "fog", "frost", "frost_layer", "frost_photo_dir", "frost_photo_layer",
+           "frost_texture", "plasma_fractal", "snow"]
+
+#: frost's texture choices: auto = photos where installed, else procedural.
+FROST_TEXTURES = ("auto", "photos", "procedural")
 
 # Frost texture spectrum: power ~ 1 / (k^2 + k0^2) in cycles per photo pixel
 # (a 1/f^2 "natural image" spectrum flattened below the photos' ~400 px scale).
@@ -70,15 +84,129 @@ def frost_layer(n: int, h: int, w: int, px_per_px: float, rng: ImageRNG, dtype: 
     return (layer.clamp(0, 255) / 255.0).to(dtype)
 
 
-def frost(x: torch.Tensor, params: tuple, rng: ImageRNG) -> torch.Tensor:
-    """image_weight * x + frost_weight * frost texture (the original blends a random photo crop).
+def frost_photo_dir() -> Path | None:
+    """The folder of the frost photos shipped with `imagecorruptions`, or None when the package
+    (or a photo) is missing. Finds the package without importing it."""
+    try:
+        spec = importlib.util.find_spec("imagecorruptions")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        folder = Path(root) / "frost"
+        if all((folder / name).is_file() for name in FROST_PHOTOS):
+            return folder
+    return None
 
-    The photos are replaced by `frost_layer`, a texture with the same
-    per-channel moments; the texture is smooth noise, not ice crystals.
+
+def frost_texture(choice: str = "auto") -> str:
+    """What frost blends in under `choice` (one of FROST_TEXTURES): "photos" or "procedural".
+    ValueError when photos are asked for and not installed."""
+    if choice not in FROST_TEXTURES:
+        raise ValueError(f"frost_texture={choice!r}: expected one of {', '.join(FROST_TEXTURES)}")
+    if choice == "procedural":
+        return "procedural"
+    if frost_photo_dir() is None:
+        if choice == "photos":
+            raise ValueError("frost_texture='photos': the ImageNet-C frost photos are not "
+                             "installed; pip install 'harness[frost]' (imagecorruptions), or "
+                             "use frost_texture: auto / procedural")
+        return "procedural"
+    return "photos"
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(index: int) -> torch.Tensor:
+    """Frost photo `index` as (3, H, W) float64 RGB in 0..255 (alpha dropped, as cv2.imread)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = frost_photo_dir()
+    if folder is None:
+        raise ValueError("the frost photos are not installed (pip install 'harness[frost]')")
+    with Image.open(folder / FROST_PHOTOS[index]) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float64)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _linear_matrix(n_in: int, n_out: int, inv_scale: float) -> torch.Tensor:
+    """(n_out, n_in) float64 weights of cv2's INTER_LINEAR resize along one axis: source
+    position (i + 0.5)·inv_scale − 0.5, clamped to the edges as cv2 does (no antialiasing)."""
+    pos = (torch.arange(n_out, dtype=torch.float64) + 0.5) * inv_scale - 0.5
+    lo = pos.floor()
+    frac = pos - lo
+    frac = torch.where((lo < 0) | (lo >= n_in - 1), torch.zeros_like(frac), frac)
+    lo = lo.clamp(0, n_in - 1).long()
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m[rows, lo] += 1 - frac
+    m[rows, (lo + 1).clamp(max=n_in - 1)] += frac
+    return m
+
+
+@functools.lru_cache(maxsize=32)
+def _scaled_photo(index: int, h: int, w: int, px_per_px: float, device: torch.device) -> torch.Tensor:
+    """Photo `index` resized as the originals do before cropping an h × w patch: (3, H', W')
+    float in 0..255.
+
+    make_cifar_c (px_per_px 5): cv2.resize(fx=fy=0.2), bilinear, size rounded. imagecorruptions
+    (px_per_px 1/1.1): scale max(1, h/H, w/W) · 1.1 — so that the photo covers the image —,
+    size rounded up, bicubic. Generally the scale is max(1, h/H, w/W) / px_per_px, at least
+    (side + 1) / photo side so that a crop exists.
     """
+    photo = _photo(index)
+    ph, pw = photo.shape[-2:]
+    scale = max(1.0, h / ph, w / pw) / px_per_px
+    if scale > 1 or scale * min(ph / (h + 1), pw / (w + 1)) < 1:
+        scale = max(scale, (h + 1) / ph, (w + 1) / pw)
+        size = (math.ceil(ph * scale), math.ceil(pw * scale))
+        out = F.interpolate(photo.unsqueeze(0), size=size, mode="bicubic", align_corners=False)[0]
+    else:  # shrinking as make_cifar_c: cv2 maps with 1/scale, rounds the size
+        my = _linear_matrix(ph, round(ph * scale), 1 / scale)
+        mx = _linear_matrix(pw, round(pw * scale), 1 / scale)
+        out = my @ photo @ mx.T
+    return out.clamp(0, 255).to(device)
+
+
+def frost_photo_layer(n: int, h: int, w: int, px_per_px: float, rng: ImageRNG,
+                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) crops of the frost photos in [0, 1], and per image the photo index (one
+    of the first five, as the originals' randint(5); same stream as `frost_layer`'s style)
+    and the crop's top-left corner (uniform over [0, side − crop), as their randint)."""
+    dev = rng.device
+    style = rng.randint(2, (1,), 0, len(FROST_PHOTOS))[:, 0]
+    u = rng.uniform(3, (2,), torch.float64)
+    top = torch.zeros(n, dtype=torch.int64, device=dev)
+    left = torch.zeros_like(top)
+    layer = torch.empty(n, 3, h, w, dtype=torch.float64, device=dev)
+    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    for k in range(len(FROST_PHOTOS)):
+        sel = (style == k).nonzero().flatten()
+        if not len(sel):
+            continue
+        photo = _scaled_photo(k, h, w, float(px_per_px), dev)
+        ph, pw = photo.shape[-2:]
+        t = (u[sel, 0] * (ph - h)).long().clamp_(max=ph - h - 1)
+        lft = (u[sel, 1] * (pw - w)).long().clamp_(max=pw - w - 1)
+        top[sel], left[sel] = t, lft
+        r = (t.view(-1, 1) + rows).view(-1, h, 1)
+        c = (lft.view(-1, 1) + cols).view(-1, 1, w)
+        layer[sel] = photo[:, r, c].permute(1, 0, 2, 3)
+    return (layer / 255.0).to(dtype), style, top, left
+
+
+def frost(x: torch.Tensor, params: tuple, rng: ImageRNG, texture: str = "auto") -> torch.Tensor:
+    """image_weight * x + frost_weight * a crop of a frost photo, as the originals — or, where
+    the photos are not installed (or texture="procedural"), `frost_layer`: a texture with
+    the photos' per-channel moments that is smooth noise, not ice crystals."""
     a, b, px_per_px = params
     n, _, h, w = x.shape
-    return a * x + b * frost_layer(n, h, w, float(px_per_px), rng, x.dtype)
+    if frost_texture(texture) == "photos":
+        layer = frost_photo_layer(n, h, w, float(px_per_px), rng, x.dtype)[0]
+    else:
+        layer = frost_layer(n, h, w, float(px_per_px), rng, x.dtype)
+    return a * x + b * layer
 
 
 def plasma_fractal(n: int, mapsize: int, wibbledecay: float, rng: ImageRNG, dtype: torch.dtype) -> torch.Tensor:
