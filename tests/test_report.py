@@ -175,6 +175,13 @@ def test_mce_against_the_reference_model():
     assert table.loc["vit_ti", "ce_blur"] == pytest.approx(7 / 4)
     assert table.loc["vit_ti", "mce"] == pytest.approx((5 / 3 + 7 / 4) / 2)
     assert table.loc["resnet18", "mce"] == pytest.approx(1.0)
+    # spread: each seed's mCE against the reference's seed-averaged errors (jitter ∓0.01)
+    # vit seed 0: gauss 1.02/0.6, blur 0.72/0.4; seed 1: 0.98/0.6, 0.68/0.4
+    vit_runs = [(1.02 / 0.6 + 0.72 / 0.4) / 2, (0.98 / 0.6 + 0.68 / 0.4) / 2]
+    assert table.loc["vit_ti", "mce_std"] == pytest.approx(_sample_std(vit_runs))
+    res_runs = [(0.62 / 0.6 + 0.42 / 0.4) / 2, (0.58 / 0.6 + 0.38 / 0.4) / 2]
+    assert table.loc["resnet18", "mce_std"] == pytest.approx(_sample_std(res_runs))
+    assert table["n"].tolist() == [2, 2] and "relative_mce_std" in table
     # relative: vit gauss (0.3 + 0.5) / (0.15 + 0.35), blur (0.1 + 0.4) / (0.05 + 0.25)
     assert table.loc["vit_ti", "relative_mce"] == pytest.approx((0.8 / 0.5 + 0.5 / 0.3) / 2)
     other = mce(_corruption(), reference="vit_ti").set_index("model")

@@ -22,8 +22,10 @@ from harness.report.frames import (
     group_frames,
     identity_keys,
     labels,
+    mean_std,
     metrics_rows,
     per_run,
+    run_columns,
     spread_over_runs,
 )
 
@@ -166,22 +168,42 @@ def mce(corruption: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         ref = (exact or by_model)[0]
     base = cells[cells["label"] == ref][["corruption", "severity", "err"]
                                         + (["clean_acc"] if "clean_acc" in cells else [])]
-    merged = cells.merge(base, on=["corruption", "severity"], suffixes=("", "_ref"))
-    sums = merged.groupby([*keys, "corruption"], dropna=False, sort=True)
-    ce = sums["err"].sum() / sums["err_ref"].sum()
-    per = ce.unstack("corruption")
+    ce = _corruption_errors(cells, base, keys)
+    per = ce["ce"].unstack("corruption")
     per.columns = [f"ce_{c}" for c in per.columns]
     table = pd.DataFrame({"mce": per.mean(axis=1)})
-    if "clean_acc" in merged.columns:
-        rel = merged.assign(d=merged["err"] - (1 - merged["clean_acc"]),
-                            d_ref=merged["err_ref"] - (1 - merged["clean_acc_ref"]))
-        rsum = rel.groupby([*keys, "corruption"], dropna=False, sort=True)
-        d_ref = rsum["d_ref"].sum()
-        table["relative_mce"] = (rsum["d"].sum() / d_ref.where(d_ref > 0)).unstack(
-            "corruption").mean(axis=1)
+    measures = ["mce"]
+    if "relative" in ce.columns:
+        table["relative_mce"] = ce["relative"].unstack("corruption").mean(axis=1)
+        measures.append("relative_mce")
+    # the spread: each run's mCE (its own accuracies against the reference's mean ones)
+    runs, _, _ = _set_runs(corruption)
+    by_run = [*keys, *run_columns(runs, keys)]
+    run_ce = _corruption_errors(runs.assign(err=1.0 - runs["acc"]), base, by_run)
+    run_ce = run_ce.rename(columns={"ce": "mce", "relative": "relative_mce"})
+    per_run_mce = run_ce.groupby(by_run, dropna=False, sort=True)[measures].mean().reset_index()
+    spread = mean_std(per_run_mce, keys, measures).set_index(keys)
+    for m in measures:
+        table.insert(table.columns.get_loc(m) + 1, f"{m}_std", spread[f"{m}_std"])
+    table.insert(len(table.columns), "n", spread["n"])
     table = table.join(per).reset_index()
     table.insert(len(keys), "reference", ref)
     return table
+
+
+def _corruption_errors(rows: pd.DataFrame, base: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """CE (and relative CE where clean accuracies exist) per group of `by` and corruption: Σ_s err
+    / Σ_s err_ref over the severities `rows` share with the reference `base`."""
+    merged = rows.merge(base, on=["corruption", "severity"], suffixes=("", "_ref"))
+    sums = merged.groupby([*by, "corruption"], dropna=False, sort=True)
+    out = pd.DataFrame({"ce": sums["err"].sum() / sums["err_ref"].sum()})
+    if "clean_acc_ref" in merged.columns:
+        rel = merged.assign(d=merged["err"] - (1 - merged["clean_acc"]),
+                            d_ref=merged["err_ref"] - (1 - merged["clean_acc_ref"]))
+        rsum = rel.groupby([*by, "corruption"], dropna=False, sort=True)
+        d_ref = rsum["d_ref"].sum()
+        out["relative"] = rsum["d"].sum() / d_ref.where(d_ref > 0)
+    return out
 
 
 def hessian_stats(hessian: pd.DataFrame) -> pd.DataFrame:
