@@ -275,6 +275,20 @@ def test_data_size_ablation_uses_final_epochs():
     assert np.isnan(table.loc["resnet18", "0.5_std"])
 
 
+def test_training_curves_draw_seed_error_bars():
+    # two seeds: epoch-1 losses 1.0 / 1.4, epoch-2 0.5 / 0.7; test accuracy at epoch 2 only
+    train = _rows(4, task="train", model="vit_ti", seed=[0, 0, 1, 1], epoch=[1, 2, 1, 2],
+                  train_loss=[1.0, 0.5, 1.4, 0.7], test_acc=[np.nan, 0.6, np.nan, 0.8],
+                  checkpoint=["", "a", "", "b"])
+    left, right = plots.plot_training(train).axes[:2]
+    loss_bars = left.containers[0].lines[2][0].get_segments()
+    assert [abs(b[1][1] - b[0][1]) / 2 for b in loss_bars] == pytest.approx(
+        [_sample_std([1.0, 1.4]), _sample_std([0.5, 0.7])])
+    assert left.containers[0].lines[0].get_ydata().tolist() == pytest.approx([1.2, 0.6])
+    acc_bars = right.containers[0].lines[2][0].get_segments()
+    assert [abs(b[1][1] - b[0][1]) / 2 for b in acc_bars] == pytest.approx([_sample_std([0.6, 0.8])])
+
+
 def test_frequency_noise_table_and_markdown():
     df = _rows(4, model="vit_ti", frequency=[0.3, 0.3, 0.8, 0.8], seed=[0, 1, 0, 1],
                acc_drop=[0.14, 0.16, 0.04, 0.05], noise_norm=2.0)

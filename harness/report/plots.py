@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.report import style
-from harness.report.frames import group_frames, identity_keys, spread_over_runs
+from harness.report.frames import group_frames, identity_keys, mean_std, spread_over_runs
 from harness.report.tables import (
     HESSIAN_KEYS,
     NoData,
@@ -411,18 +411,22 @@ def _is_number(text: str) -> bool:
 
 
 def plot_training(train: pd.DataFrame) -> Figure:
-    """Training loss and test accuracy per epoch for each training run's model (mean over
-    seeds)."""
-    rows = _require(train, "train", ["epoch", "train_loss"])
+    """Training loss and test accuracy per epoch for each training run's model: mean over seeds,
+    ± std error bars where several seeds reached the epoch."""
+    rows = _require(train, "train", ["epoch", "train_loss", "test_acc"])
     groups = group_frames(rows, identity_keys(rows, exclude=("epoch", "weights")))
     styles = _styles(groups)
     fig = _figure(9.0, 3.6)
     left, right = fig.subplots(1, 2)
     for label, _, g in groups:
-        per = g.groupby("epoch", as_index=False)[["train_loss", "test_acc"]].mean()
-        left.plot(per["epoch"], per["train_loss"], label=label, **styles[label], markersize=2)
-        tested = per[per["test_acc"].notna()]
-        right.plot(tested["epoch"], tested["test_acc"], label=label, **styles[label])
+        loss = mean_std(g, ["epoch"], ["train_loss"])
+        _line(left, loss["epoch"], loss["train_loss"], loss["train_loss_std"], loss["n"], label,
+              {**styles[label], "markersize": 2})
+        tested = g[g["test_acc"].notna()]
+        if len(tested):
+            acc = mean_std(tested, ["epoch"], ["test_acc"])
+            _line(right, acc["epoch"], acc["test_acc"], acc["test_acc_std"], acc["n"], label,
+                  styles[label])
     left.set(xlabel="epoch", ylabel="training loss", title="training loss")
     right.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy at checkpoints")
     _legend(left, len(groups))
