@@ -600,7 +600,7 @@ def _digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     std = xtr.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
     out = {}
     for split, idx in splits.items():
-        t = torch.from_numpy(idx).long()
+        t = torch.from_numpy(idx)
         out[split] = (((x[t] - mean) / std).contiguous(), y[t].contiguous())
     out["stats"] = (mean.view(3), std.view(3))
     return out
