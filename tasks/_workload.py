@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from harness.analysis.metrics import classification_metrics
-from harness.analysis.objective import DEFAULT_WEIGHT_DECAY, PENALTIES, fixed_batches, resolve_weight_decay
+from harness.analysis.objective import (DEFAULT_WEIGHT_DECAY, PENALTIES, PENALTY_SETS, PenaltySet,
+                                        fixed_batches, penalty_set, resolve_weight_decay)
 from harness.analysis.perturb import predict_logits
 from harness.data.augment import PRESETS
 from harness.data.datasets import Dataset, dataset_names, load_dataset, validate_dataset_args
@@ -142,6 +143,9 @@ OBJECTIVE_PARAMS: tuple[Param, ...] = (
           f"(or {DEFAULT_WEIGHT_DECAY} for a fresh model)", min=-1.0),
     Param("penalty", str, "l2", "l2: Σ‖w‖₂ per tensor (the original's); half_sq: ½Σw²",
           choices=PENALTIES),
+    Param("penalty_set", str, "trained", "tensors the penalty covers: trained = those the "
+          "checkpoint's training decayed (recorded in its sidecar); timm / ndim2 / all: by rule "
+          "(see the train task's decay_set)", choices=PENALTY_SETS),
 )
 
 
@@ -159,6 +163,12 @@ def cached_batches(ctx: UnitContext, data: Dataset, params: dict[str, Any]
 def unit_weight_decay(ctx: UnitContext, params: dict[str, Any]) -> float:
     """`resolve_weight_decay` for a unit: its param, else its checkpoint's recipe (cached)."""
     return resolve_weight_decay(params, checkpoint_meta(ctx, params.get("checkpoint", "")))
+
+
+def unit_penalty_set(ctx: UnitContext, params: dict[str, Any], model: nn.Module) -> PenaltySet:
+    """`penalty_set` for a unit: its param, resolved against its checkpoint's sidecar."""
+    return penalty_set(model, params["penalty_set"],
+                       checkpoint_meta(ctx, params.get("checkpoint", "")))
 
 
 # -- perturbed evaluation (corruption, freqnoise) ----------------------------------------

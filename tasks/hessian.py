@@ -46,8 +46,9 @@ from harness.analysis.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator
                              broaden, checked_product, explicit_attention,
                              hutchinson_trace, lanczos_eigs, pyhessian_compat, slq,
                              start_vector)
-from harness.analysis.objective import batch_objective
-from tasks._workload import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
+from harness.analysis.objective import PenaltySet, batch_objective
+from tasks._workload import (OBJECTIVE_PARAMS, cached_batches, unit_penalty_set,
+                             unit_weight_decay)
 from harness.engine.params import Param
 from harness.engine.registry import Task, expand_axis, register_task
 from harness.engine.units import WorkUnit
@@ -123,6 +124,8 @@ OUTPUT = pa.schema([
     pa.field("setup_seconds", pa.float64()),  # graph build + HVP check (pyhessian: its __init__)
     pa.field("loss", pa.float64()),          # the objective at the unit's batches
     pa.field("weight_decay_used", pa.float64()),
+    pa.field("penalty_set_used", pa.string()),  # the rule that chose the penalized tensors
+    pa.field("penalty_numel", pa.int64()),   # scalars the penalty covers (sharded: null)
     pa.field("n_params", pa.int64()),
     pa.field("n_samples", pa.int64()),
     pa.field("hvp_method_used", pa.string()),
@@ -135,20 +138,21 @@ OUTPUT = pa.schema([
 # --------------------------------------------------------------------------- objective
 
 
-def objective_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty: str
-                   ) -> torch.Tensor:
+def objective_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty: str,
+                   names: tuple[str, ...] | None = None) -> torch.Tensor:
     """The training objective of one (images, soft targets, labels) batch."""
-    return batch_objective(model, batch[0], batch[1], weight_decay, penalty)
+    return batch_objective(model, batch[0], batch[1], weight_decay, penalty, names)
 
 
 def load_objective(p: dict[str, Any], ctx: UnitContext
-                   ) -> tuple[nn.Module, list[Batch], Any, float]:
-    """The unit's model (eval mode), all its fixed batches, the loss and the weight decay."""
+                   ) -> tuple[nn.Module, list[Batch], Any, float, PenaltySet]:
+    """The unit's model (eval mode), its fixed batches, the loss, weight decay, penalty set."""
     model, data = unit_model_and_data(ctx, p)
     wd = unit_weight_decay(ctx, p)
+    covered = unit_penalty_set(ctx, p, model)
     batches = cached_batches(ctx, data, p)
     return model, batches, functools.partial(objective_loss, weight_decay=wd,
-                                             penalty=p["penalty"]), wd
+                                             penalty=p["penalty"], names=covered.names), wd, covered
 
 
 def unit_batches(p: dict[str, Any], batches: list[Batch]) -> list[Batch]:
@@ -168,9 +172,17 @@ def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.de
     from harness.analysis.hessian_parallel import shard_batches
 
     ctx = UnitContext(device=device, cache=WorkerCache(4), seed=p["seed"], unit_id="0")
-    model, batches, loss_fn, _ = load_objective(p, ctx)
+    model, batches, loss_fn, *_ = load_objective(p, ctx)
     mine, weights = shard_batches(batches, shard, shards)
     return model, mine, loss_fn, weights
+
+
+def sharded_penalty_rule(p: dict[str, Any], ctx: UnitContext) -> str:
+    """The penalty set's rule where the unit holds no model (large-batch mode): from the sidecar."""
+    from harness.analysis.objective import penalty_set_rule
+    from tasks._workload import checkpoint_meta
+
+    return penalty_set_rule(p["penalty_set"], checkpoint_meta(ctx, p.get("checkpoint", "")))
 
 
 def resolve_method(requested: str, num_samples: int) -> str:
@@ -333,7 +345,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
         raise ValueError("batch -1 is expanded into one unit per minibatch; a unit needs an index")
     if p["shards"] > 1:
         return _run_sharded(p, ctx)
-    model, all_batches, loss_fn, wd = load_objective(p, ctx)
+    model, all_batches, loss_fn, wd, covered = load_objective(p, ctx)
     batches = unit_batches(p, all_batches)
     with explicit_attention(model) as attention:
         method = resolve_method(p["hvp_method"], sum(len(b[0]) for b in batches))
@@ -352,7 +364,9 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                                           [tuple(s) for s in op.flat.shapes], v0, hv0)
         finally:
             op.release()
-    common = {"setup_seconds": setup, "loss": loss, "weight_decay_used": wd, "n_params": op.n,
+    common = {"setup_seconds": setup, "loss": loss, "weight_decay_used": wd,
+              "penalty_set_used": covered.rule, "penalty_numel": covered.numel(model),
+              "n_params": op.n,
               "n_samples": op.num_samples, "hvp_method_used": method, "hvp_check": check,
               "explicit_attention": attention, "eigenvector_file": path}
     return [{**r, **common} for r in rows]
@@ -376,6 +390,7 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
         rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes, v0, hv0)
         common = {"setup_seconds": setup, "loss": op.loss(),
                   "weight_decay_used": unit_weight_decay(ctx, p),
+                  "penalty_set_used": sharded_penalty_rule(p, ctx), "penalty_numel": None,
                   "n_params": op.n, "n_samples": op.num_samples,
                   "hvp_method_used": f"{method} x{p['shards']} shards", "hvp_check": check,
                   "explicit_attention": op.attention_modules, "eigenvector_file": path}

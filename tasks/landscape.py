@@ -3,7 +3,9 @@
 Rows: one per grid point — its coordinates, the NLL / accuracy / ECE of the
 fixed batches of `harness.analysis.objective` (augmented training data by default,
 as the paper measures), the norm terms l1, l2 (Σ per-tensor ‖w‖₂, the
-original's) and half_sq, the weight decay used and the objective
+original's) and half_sq over the penalty set (`penalty_set`: by default the
+tensors the checkpoint's training decayed; `all` gives the original's sums over
+every tensor), the weight decay used and the objective
 NLL + weight_decay · penalty. The terms stay separate columns so either
 objective can be formed afterwards.
 
@@ -38,7 +40,8 @@ from harness.engine.context import UnitContext
 from harness.analysis.directions import (NORMALIZATIONS, interpolation_direction, pca_directions,
                                 random_direction)
 from harness.analysis.landscape import Plane, axis_values, evaluate_points, grid_points
-from tasks._workload import OBJECTIVE_PARAMS, cached_batches, unit_weight_decay
+from tasks._workload import (OBJECTIVE_PARAMS, cached_batches, unit_penalty_set,
+                             unit_weight_decay)
 from harness.engine.params import Param
 from harness.engine.registry import Task, expand_axis, register_task
 from harness.fileio import resolve_root
@@ -93,6 +96,8 @@ OUTPUT = pa.schema([
     pa.field("half_sq", pa.float64()),
     pa.field("weight_decay_used", pa.float64()),
     pa.field("objective", pa.float64()),  # nll + weight_decay_used * <penalty column>
+    pa.field("penalty_set_used", pa.string()),  # the rule that chose the penalized tensors
+    pa.field("penalty_numel", pa.int64()),  # scalars the penalty (and the norm terms) cover
     pa.field("finite", pa.bool_()),
     pa.field("n_samples", pa.int64()),
     pa.field("d1_norm", pa.float64()),
@@ -168,14 +173,16 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     if not plane.matches(model):  # the model was evicted and rebuilt with other weights
         plane = build_plane(p, model)
     weight_decay = unit_weight_decay(ctx, p)
+    covered = unit_penalty_set(ctx, p, model)
     points = grid(p)[p["chunk"] * p["chunk_size"]:(p["chunk"] + 1) * p["chunk_size"]]
     trajectory = plane.info.get("trajectory", []) if p["chunk"] == 0 else []
     coords = [c for *_, c in points] + [tuple(t["coords"]) for t in trajectory]
     metrics = evaluate_points(model, plane, coords, batches, ctx.device, weight_decay,
-                              p["penalty"], p["ece_bins"], p["bn_recompute"])
+                              p["penalty"], p["ece_bins"], p["bn_recompute"], covered.names)
     norms = plane.info["norms"]
     var_ratio = plane.info.get("var_ratio", [None, None]) + [None]
-    common = {"weight_decay_used": weight_decay, "d1_norm": norms[0],
+    common = {"weight_decay_used": weight_decay, "penalty_set_used": covered.rule,
+              "penalty_numel": covered.numel(model), "d1_norm": norms[0],
               "d2_norm": norms[1] if len(norms) > 1 else None,
               "var_ratio_1": var_ratio[0], "var_ratio_2": var_ratio[1]}
     two = p["dims"] == 2

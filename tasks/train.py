@@ -4,7 +4,9 @@ Rows: one per epoch (loss, accuracy, learning rate, seconds); epochs listed in
 `checkpoint_at` and the last one also carry test metrics and the path of the
 checkpoint written there (safetensors + JSON sidecar, under the unit's
 artifact directory). Later tasks name these checkpoints, or all checkpoints of
-a train sweep with `checkpoint: sweep:<name>`.
+a train sweep with `checkpoint: sweep:<name>`. The sidecar records the recipe
+and the names of the tensors weight decay covered (`decayed_params`): the
+landscape and Hessian tasks penalize exactly those by default.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from harness.analysis.metrics import classification_metrics
 from harness.models.registry import build_model, count_params
 from harness.engine.params import Param
 from harness.engine.registry import Task, register_task
-from harness.analysis.training import Recipe, make_optimizer, train_epoch
+from harness.analysis.training import DECAY_SETS, Recipe, decay_names, make_optimizer, train_epoch
 from harness.engine.units import WorkUnit
 from tasks._workload import MODEL_PARAMS, cached_dataset, check_model_and_data
 from harness.analysis.perturb import predict_logits
@@ -35,6 +37,9 @@ PARAMS = MODEL_PARAMS + (
     Param("lr", float, _R.lr, "peak learning rate", min=0.0, min_exclusive=True),
     Param("min_lr", float, _R.min_lr, "learning rate at the end of the cosine", min=0.0),
     Param("weight_decay", float, _R.weight_decay, "decoupled (AdamW) / L2 (SGD) decay", min=0.0),
+    Param("decay_set", str, _R.decay_set, "tensors weight decay covers: timm (timm's convention: "
+          "no biases, norm parameters, position embeddings, class tokens, relative-position "
+          "tables), ndim2 (every tensor of >= 2 dims), all", choices=DECAY_SETS),
     Param("optimizer", str, _R.optimizer, "optimizer", choices=("adamw", "sgd")),
     Param("momentum", float, _R.momentum, "SGD momentum", min=0.0, max=1.0),
     Param("schedule", str, _R.schedule, "after warmup", choices=("cosine", "constant")),
@@ -94,6 +99,7 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
             "dataset": p["dataset"], "dataset_args": p["dataset_args"],
             "data_fraction": p["data_fraction"], "data_size": p["data_size"], "seed": p["seed"],
             "recipe": recipe.to_dict(),
+            "decayed_params": decay_names(model, recipe.decay_set),
             "augment": asdict(augment),
             "train_unit": unit.unit_id, "sweep": unit.sweep}
     rows, step = [], 0

@@ -22,6 +22,7 @@ from harness.engine.executor import RunConfig, run_units
 from harness.analysis.landscape import Plane, evaluate_points
 from harness.models.registry import build_model
 from harness.analysis.objective import fixed_batches, measure, norm_terms
+from harness.analysis.training import decay_names
 from harness.engine.spec import SpecError, validate
 from harness.engine.units import WorkUnit
 
@@ -138,7 +139,10 @@ def test_origin_equals_the_evaluate_task_and_objective_measure(tmp_path):
     augmented = ls[ls["augment"] == "paper"].iloc[0]
     batches = fixed_batches(load_dataset("digits", "train"), 64, 32, "paper", {}, seed=0)
     expected = measure(model, batches, CPU)
-    terms = norm_terms(model)
+    terms = norm_terms(model, decay_names(model, "timm"))  # a fresh model: timm's decay set
+    assert augmented["penalty_set_used"] == "timm"
+    assert augmented["penalty_numel"] == sum(p.numel() for n, p in model.named_parameters()
+                                             if n in decay_names(model, "timm"))
     assert (augmented["nll"], augmented["acc"]) == (expected["nll"], expected["acc"])
     assert (augmented["l1"], augmented["l2"], augmented["half_sq"]) == \
         (terms["l1"], terms["l2"], terms["half_sq"])

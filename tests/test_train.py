@@ -11,6 +11,7 @@ from harness.models.checkpoints import load_checkpoint, read_sidecar
 from harness.engine.executor import RunConfig, run_units
 from harness.engine.spec import SpecError, validate
 from harness.engine.checkpoint_refs import resolve_checkpoint_refs
+from harness.analysis.training import decay_names
 
 from conftest import comparable
 
@@ -51,6 +52,10 @@ def test_checkpoints_have_sidecars_and_reload_to_the_same_metrics(trained_resnet
     final = df[df["epoch"] == df["epoch"].max()].iloc[0]
     meta = read_sidecar(final["checkpoint"])
     assert meta["recipe"]["weight_decay"] == 0.05 and meta["epoch"] == 13
+    model, _ = load_checkpoint(final["checkpoint"])
+    assert meta["recipe"]["decay_set"] == "timm"  # the decayed tensors are recorded by name
+    assert meta["decayed_params"] == decay_names(model, "timm")
+    assert "fc.bias" not in meta["decayed_params"] and "fc.weight" in meta["decayed_params"]
     assert meta["data_fraction"] == 1.0 and meta["seed"] == 0 and meta["final"]
     doc = resolve_checkpoint_refs(
         {"name": "ev", "tasks": {"evaluate": {"checkpoint": "sweep:tr", "dataset": "digits"}}},

@@ -148,10 +148,12 @@ class BatchNormReestimator:
 
 
 def point_metrics(model: nn.Module, batches: Batches, device: torch.device, weight_decay: float,
-                  penalty: str, ece_bins: int, captured: list[torch.Tensor]) -> dict[str, Any]:
+                  penalty: str, ece_bins: int, captured: list[torch.Tensor],
+                  penalty_names: Sequence[str] | None = None) -> dict[str, Any]:
     """nll, acc (objective.measure), ece, the norm terms and the objective at the current weights.
 
-    `captured` is filled with the logits by a forward hook during `measure`.
+    `captured` is filled with the logits by a forward hook during `measure`; the
+    norm terms cover `penalty_names` (None: every trainable tensor).
     """
     captured.clear()
     m = measure(model, batches, device)
@@ -160,7 +162,7 @@ def point_metrics(model: nn.Module, batches: Batches, device: torch.device, weig
     ece = math.nan
     if bool(torch.isfinite(logits).all()):
         ece = classification_metrics(logits, labels, ece_bins)["ece"]
-    terms = norm_terms(model)
+    terms = norm_terms(model, penalty_names)
     objective = m["nll"] + weight_decay * terms[penalty] if weight_decay else m["nll"]
     return {"nll": m["nll"], "acc": m["acc"], "ece": ece, **terms,
             "objective": objective, "finite": math.isfinite(objective),
@@ -170,7 +172,8 @@ def point_metrics(model: nn.Module, batches: Batches, device: torch.device, weig
 def evaluate_points(model: nn.Module, plane: Plane, coords: Sequence[Sequence[float]],
                     batches: Batches, device: torch.device, weight_decay: float,
                     penalty: str = "l2", ece_bins: int = 10,
-                    bn_recompute: bool = False) -> list[dict[str, Any]]:
+                    bn_recompute: bool = False,
+                    penalty_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Metrics at each coordinate tuple; the model leaves with exactly the weights it came with."""
     was_training = model.training
     model.eval()
@@ -185,7 +188,7 @@ def evaluate_points(model: nn.Module, plane: Plane, coords: Sequence[Sequence[fl
                 if bn is not None:
                     bn(model, batches, device)
                 out.append({**point_metrics(model, batches, device, weight_decay, penalty,
-                                            ece_bins, captured),
+                                            ece_bins, captured, penalty_names),
                             "distance": plane.distance(c)})
     finally:
         hook.remove()

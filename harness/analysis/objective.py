@@ -17,21 +17,77 @@ apart and the form is a choice):
   code records and plots as NLL + weight_decay · l2;
 - `half_sq` — ½ Σ w², the penalty whose gradient is weight_decay · w;
 - `l1` — Σ |w|, recorded for completeness.
+
+Which tensors the penalty covers (`penalty_set`): by default exactly those the
+checkpoint's training decayed (the names its sidecar records; for a checkpoint
+trained before they were recorded, its recipe's rule, `ndim2`; for a fresh model
+or a foreign state dict, timm's convention). Otherwise a rule of
+`harness.analysis.training.DECAY_SETS` by name (`all`: every trainable tensor, what this
+harness measured before).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from harness.data.augment import augment_batch, augment_config, soft_cross_entropy
 from harness.data.datasets import Dataset
+from harness.analysis.training import DECAY_SETS, LEGACY_DECAY_SET, decay_names
 
 PENALTIES = ("l2", "half_sq")
+#: `trained`: the set the checkpoint's training decayed; else a rule of DECAY_SETS.
+PENALTY_SETS = ("trained",) + DECAY_SETS
 #: The weight decay assumed for a model that has no checkpoint recipe (the paper's).
 DEFAULT_WEIGHT_DECAY = 0.05
+
+@dataclass(frozen=True)
+class PenaltySet:
+    """The tensors the penalty covers: the rule that chose them and their names."""
+
+    rule: str
+    names: tuple[str, ...]
+
+    def numel(self, model: nn.Module) -> int:
+        """Scalars the penalty covers."""
+        chosen = set(self.names)
+        return sum(p.numel() for n, p in model.named_parameters() if n in chosen)
+
+
+def penalty_set_rule(requested: str, checkpoint_meta: dict[str, Any] | None) -> str:
+    """The rule behind a `penalty_set` param: itself, or for `trained` the checkpoint's.
+
+    `trained` with a recipe that names no rule -> LEGACY_DECAY_SET (what training
+    did then); with no recipe (a fresh model, a foreign state dict) -> timm's.
+    """
+    if requested != "trained":
+        return requested
+    recipe = (checkpoint_meta or {}).get("recipe")
+    return recipe.get("decay_set", LEGACY_DECAY_SET) if recipe else "timm"
+
+
+def penalty_set(model: nn.Module, requested: str, checkpoint_meta: dict[str, Any] | None
+                ) -> PenaltySet:
+    """The tensors of `model` the penalty covers (see the module docstring).
+
+    A recorded set naming a tensor the model lacks is an error: the checkpoint
+    and the model disagree, and a silently smaller penalty would be a wrong number.
+    """
+    rule = penalty_set_rule(requested, checkpoint_meta)
+    recorded = (checkpoint_meta or {}).get("decayed_params") if requested == "trained" else None
+    if recorded is None:
+        return PenaltySet(rule, tuple(decay_names(model, rule)))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing = [n for n in recorded if n not in trainable]
+    if missing:
+        raise ValueError(f"penalty_set trained: the checkpoint's decayed_params name tensors the "
+                         f"model lacks ({missing[:3]}); pick a rule (penalty_set: "
+                         f"{' / '.join(DECAY_SETS)}) or the checkpoint's own model")
+    return PenaltySet(rule, tuple(recorded))
+
 
 def fixed_batches(data: Dataset, num_samples: int, batch_size: int, augment: str,
                   augment_args: dict[str, Any], seed: int
@@ -54,23 +110,33 @@ def fixed_batches(data: Dataset, num_samples: int, batch_size: int, augment: str
     return out
 
 
-def norm_terms(model: nn.Module) -> dict[str, float]:
-    """l1 = Σ|w|, l2 = Σ_tensors ‖w‖₂, half_sq = ½Σw² over trainable parameters (float64)."""
+def _covered(model: nn.Module, names: Sequence[str] | None) -> list[torch.Tensor]:
+    """The trainable tensors named in `names` (all trainable ones for None)."""
+    chosen = None if names is None else set(names)
+    return [p for n, p in model.named_parameters()
+            if p.requires_grad and (chosen is None or n in chosen)]
+
+
+def norm_terms(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, float]:
+    """l1 = Σ|w|, l2 = Σ_tensors ‖w‖₂, half_sq = ½Σw² over the named trainable tensors (float64).
+
+    `names`: the penalty set (`PenaltySet.names`); None: every trainable tensor.
+    """
     l1 = l2 = sq = 0.0
     with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                w = p.detach().double()
-                l1 += float(w.abs().sum())
-                n = float(w.norm())
-                l2 += n
-                sq += n * n
+        for p in _covered(model, names):
+            w = p.detach().double()
+            l1 += float(w.abs().sum())
+            n = float(w.norm())
+            l2 += n
+            sq += n * n
     return {"l1": l1, "l2": l2, "half_sq": 0.5 * sq}
 
 
-def penalty_tensor(model: nn.Module, penalty: str) -> torch.Tensor:
-    """The differentiable penalty term (for gradients and Hessian-vector products)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def penalty_tensor(model: nn.Module, penalty: str, names: Sequence[str] | None = None
+                   ) -> torch.Tensor:
+    """The differentiable penalty term over the named tensors (None: all trainable ones)."""
+    params = _covered(model, names)
     if penalty == "l2":
         return sum(p.norm() for p in params)
     if penalty == "half_sq":
@@ -87,11 +153,11 @@ def resolve_weight_decay(params: dict[str, Any], checkpoint_meta: dict[str, Any]
 
 
 def batch_objective(model: nn.Module, x: torch.Tensor, soft: torch.Tensor, weight_decay: float,
-                    penalty: str) -> torch.Tensor:
-    """NLL (soft-target cross-entropy, batch mean) + weight_decay · penalty, differentiable."""
+                    penalty: str, names: Sequence[str] | None = None) -> torch.Tensor:
+    """NLL (soft-target cross-entropy, batch mean) + weight_decay · penalty over `names`."""
     loss = soft_cross_entropy(model(x), soft)
     if weight_decay:
-        loss = loss + weight_decay * penalty_tensor(model, penalty)
+        loss = loss + weight_decay * penalty_tensor(model, penalty, names)
     return loss
 
 

@@ -8,6 +8,7 @@ run is deterministic on CPU for a seed.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +28,9 @@ class Recipe:
     Defaults are the paper's CIFAR recipe (../shared/PAPER.md): AdamW, lr
     1.25e-4, weight decay 0.05, batch 96, 300 epochs after 5 warmup epochs,
     cosine schedule, gradient clipping at 5. Weight decay applies to weights
-    with two or more dimensions only (not biases or norm parameters), as timm's
-    optimizer factory does.
+    in `decay_set` (`decay_names`): by default timm's convention, as timm's
+    optimizer factory applies it (no biases, norm parameters, position
+    embeddings, class tokens or relative-position tables).
     """
 
     epochs: int = 300
@@ -42,14 +44,55 @@ class Recipe:
     schedule: str = "cosine"
     grad_clip: float = 5.0
     amp: bool = True
+    decay_set: str = "timm"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+#: Rules for the tensors weight decay covers. timm: timm's `param_groups_weight_decay`
+#: (no tensor of <= 1 dim, no `.bias`, nothing the model's `no_weight_decay()` names);
+#: ndim2: every tensor of >= 2 dims (this harness's rule before the recorded sets);
+#: all: every trainable tensor.
+DECAY_SETS = ("timm", "ndim2", "all")
+#: The rule of a checkpoint whose recipe records none (trained before `decay_set` existed).
+LEGACY_DECAY_SET = "ndim2"
+
+
+def no_weight_decay_patterns(model: nn.Module) -> set[str]:
+    """Names (fnmatch patterns) that a model's `no_weight_decay()` excludes from decay.
+
+    timm asks the top module; a model nested in a wrapper is asked too, its names
+    prefixed with its path, so a wrapped timm model keeps its exclusions.
+    """
+    patterns: set[str] = set()
+    for prefix, module in model.named_modules():
+        fn = getattr(module, "no_weight_decay", None)
+        if callable(fn):
+            patterns |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    return patterns
+
+
+def decay_names(model: nn.Module, rule: str) -> list[str]:
+    """Trainable parameter names that weight decay covers under `rule` (see DECAY_SETS)."""
+    if rule not in DECAY_SETS:
+        raise ValueError(f"decay_set: unknown rule {rule!r}; allowed: {', '.join(DECAY_SETS)}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if rule == "all":
+        return [n for n, _ in params]
+    if rule == "ndim2":
+        return [n for n, p in params if p.ndim >= 2]
+    excluded = no_weight_decay_patterns(model)
+    return [n for n, p in params if p.ndim > 1 and not n.endswith(".bias")
+            and not any(fnmatch.fnmatch(n, pat) for pat in excluded)]
+
+
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    """The recipe's optimizer; weight decay only on `decay_names(model, recipe.decay_set)`."""
+    chosen = set(decay_names(model, recipe.decay_set))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if n in chosen]
+    no_decay = [p for n, p in named if n not in chosen]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if recipe.optimizer == "adamw":

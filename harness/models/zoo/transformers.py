@@ -633,6 +633,11 @@ class AlterNet(nn.Module):
             if isinstance(mod, nn.Conv2d) and id(mod) not in attn_convs:
                 nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """timm's convention (as its Swin): relative-position tables take no weight decay."""
+        return {n for n, _ in self.named_parameters() if "relative_position" in n}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
