@@ -20,7 +20,7 @@ from harness.analysis.objective import (DEFAULT_WEIGHT_DECAY, PENALTIES, PENALTY
 from harness.analysis.perturb import predict_logits
 from harness.data.augment import PRESETS
 from harness.data.datasets import Dataset, dataset_names, load_dataset, validate_dataset_args
-from harness.engine.context import UnitContext
+from harness.engine.context import PRECISION_PARAM, UnitContext
 from harness.engine.params import Param
 from harness.models.registry import build_model, validate_model_args
 
@@ -58,6 +58,7 @@ EVAL_PARAMS: tuple[Param, ...] = (
     Param("batch_size", int, 256, "evaluation batch size", min=1),
     Param("ece_bins", int, 10, "equal-width confidence bins for ECE and the reliability rows",
           min=1),
+    PRECISION_PARAM,
 )
 
 def check_model_and_data(params: dict[str, Any], split: str = "train") -> list[str]:
@@ -146,6 +147,7 @@ OBJECTIVE_PARAMS: tuple[Param, ...] = (
     Param("penalty_set", str, "trained", "tensors the penalty covers: trained = those the "
           "checkpoint's training decayed (recorded in its sidecar); timm / ndim2 / all: by rule "
           "(see the train task's decay_set)", choices=PENALTY_SETS),
+    PRECISION_PARAM,
 )
 
 

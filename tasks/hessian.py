@@ -168,9 +168,15 @@ def unit_batches(p: dict[str, Any], batches: list[Batch]) -> list[Batch]:
 
 def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.device
                     ) -> tuple[nn.Module, list[Batch], Any, list[float]]:
-    """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs."""
-    from harness.analysis.hessian_parallel import shard_batches
+    """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs.
 
+    The actor serves this unit only, so the unit's float32 precision is set for its
+    process and not restored.
+    """
+    from harness.analysis.hessian_parallel import shard_batches
+    from harness.engine.context import set_float32_precision
+
+    set_float32_precision(p["precision"])
     ctx = UnitContext(device=device, cache=WorkerCache(4), seed=p["seed"], unit_id="0")
     model, batches, loss_fn, *_ = load_objective(p, ctx)
     mine, weights = shard_batches(batches, shard, shards)

@@ -365,6 +365,9 @@ def test_task_rows_for_each_minibatch_with_both_solvers(tmp_path):
         assert np.sum(d["density"]) * np.diff(np.sort(d["value"]))[0] == pytest.approx(1.0)
     assert (df[df.quantity == "trace"]["error"] > 0).all()
     assert df["n_params"].gt(0).all() and df["loss"].gt(0).all()
+    # a fresh model: the penalty covers timm's decay set (no biases, norm affine, pos_embed)
+    assert df["penalty_set_used"].eq("timm").all() and df["precision"].eq("fp32").all()
+    assert (df["penalty_numel"] < df["n_params"]).all() and df["penalty_numel"].gt(0).all()
     summary = nep_ape(ours["value"])
     assert 0.0 <= summary["nep"] <= 1.0 and summary["ape"] > 0 and summary["count"] == 10
 

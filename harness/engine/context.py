@@ -4,15 +4,66 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
-from harness.engine.params import canonical_json
+from harness.engine.params import Param, canonical_json
 
 T = TypeVar("T")
+
+#: Float32 matmul / convolution precision of a unit on CUDA. fp32: full IEEE float32;
+#: tf32: TensorFloat-32 allowed (Ampere and later; ≈1e-3 relative error, the size of
+#: the Lanczos tolerance). No effect on CPU.
+PRECISIONS = ("fp32", "tf32")
+PRECISION_PARAM = Param("precision", str, "fp32", "float32 matmuls and convolutions on CUDA: "
+                        "fp32 = full float32 (TF32 off, whatever the process default); "
+                        "tf32 = TensorFloat-32 (≈1e-3 relative error, faster)",
+                        choices=PRECISIONS)
+
+
+def _tf32_switches() -> list[tuple[Any, str]]:
+    """(object, attribute) of every TF32 switch: the per-backend API where torch has it.
+
+    torch >= 2.9 refuses to read a mix of its legacy (`allow_tf32`) and new
+    (`fp32_precision`) switches, so only one family is ever written.
+    """
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):
+        return [(b.cuda.matmul, "fp32_precision"), (b.cudnn.conv, "fp32_precision"),
+                (b.cudnn.rnn, "fp32_precision")]
+    return [(b.cuda.matmul, "allow_tf32"), (b.cudnn, "allow_tf32")]
+
+
+def set_float32_precision(precision: str) -> list[Any]:
+    """Switch TF32 off (fp32) or on (tf32) for CUDA matmuls and cuDNN; returns the old state."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    switches = _tf32_switches()
+    saved = [getattr(obj, name) for obj, name in switches]
+    tf32 = precision == "tf32"
+    for obj, name in switches:
+        setattr(obj, name, ("tf32" if tf32 else "ieee") if name == "fp32_precision" else tf32)
+    return saved
+
+
+def restore_float32_precision(saved: list[Any]) -> None:
+    """Put back the state `set_float32_precision` returned."""
+    for (obj, name), value in zip(_tf32_switches(), saved):
+        setattr(obj, name, value)
+
+
+@contextmanager
+def float32_precision(precision: str) -> Iterator[None]:
+    """`set_float32_precision` for the block, the previous state restored after (also on error)."""
+    saved = set_float32_precision(precision)
+    try:
+        yield
+    finally:
+        restore_float32_precision(saved)
 
 
 class WorkerCache:

@@ -2,7 +2,9 @@
 
 Both executors call `UnitRunner.run`, so a unit behaves the same whether it
 runs locally or on a Ray actor: it computes its rows, writes its own file and
-returns only small metadata. A unit that raises is recorded in `_failures`
+returns only small metadata. A unit whose task has a `precision` param runs
+with TF32 set accordingly and restored after (`context.float32_precision`).
+A unit that raises is recorded in `_failures`
 with its traceback and the sweep goes on; after an out-of-memory error the
 worker also drops its cache (models, data) and CUDA's cached blocks, so a retry
 starts from a clean slate.
@@ -15,6 +17,7 @@ import gc
 import socket
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,7 @@ import pyarrow as pa
 import torch
 
 from harness import __version__
-from harness.engine.context import UnitContext, WorkerCache
+from harness.engine.context import UnitContext, WorkerCache, float32_precision
 from harness.engine.params import canonical_json
 from harness.engine.registry import get_task
 from harness.engine.schema import FAILURE_SCHEMA, build_table, common_values
@@ -78,7 +81,8 @@ class UnitRunner:
                               seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id,
                               artifact_dir=self.store.artifact_dir(unit.sweep, unit.task,
                                                                    unit.unit_id))
-            rows = task.run(unit, ctx)
+            with unit_precision(unit):
+                rows = task.run(unit, ctx)
             table = build_table(task, unit, rows, self._meta(started, attempt))
             path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
             self.store.clear_failure(unit.sweep, unit.unit_id)
@@ -100,6 +104,16 @@ class UnitRunner:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def unit_precision(unit: WorkUnit) -> Any:
+    """The float32 precision a unit asks for (its `precision` param), set around its run.
+
+    A task without the param runs under the process's settings (training keeps
+    its own choice: bfloat16 autocast, TF32 as torch defaults).
+    """
+    precision = unit.params.get("precision")
+    return nullcontext() if precision is None else float32_precision(precision)
 
 
 def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,
