@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +23,7 @@ from harness.data.augment import (
     augment_batch,
     augment_config,
     soft_cross_entropy,
+    timm_randaugment_config,
     validate_augment,
 )
 from harness.data.datasets import load_dataset
@@ -62,13 +69,17 @@ def test_none_is_identity():
     assert PRESETS["none"].is_identity and not PRESETS["basic"].is_identity
 
 
-def test_deterministic_given_generator_and_global_rng_untouched():
+@pytest.mark.parametrize("preset", ["paper", "randaug_tv"])
+def test_deterministic_given_generator_and_global_rng_untouched(preset):
     x, y = batch()
-    state = torch.get_rng_state()
-    a = run(x, y, PRESETS["paper"], seed=3)
-    b = run(x, y, PRESETS["paper"], seed=3)
-    c = run(x, y, PRESETS["paper"], seed=4)
-    assert torch.equal(state, torch.get_rng_state())
+    state, py_state, np_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    a = run(x, y, PRESETS[preset], seed=3)
+    torch.rand(3), random.random(), np.random.rand()  # what ran before must not matter
+    b = run(x, y, PRESETS[preset], seed=3)
+    torch.set_rng_state(state), random.setstate(py_state), np.random.set_state(np_state)
+    c = run(x, y, PRESETS[preset], seed=4)
+    assert torch.equal(state, torch.get_rng_state()) and random.getstate() == py_state
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
     # the generator advances: two calls on one generator differ
@@ -229,6 +240,10 @@ def test_presets_and_overrides():
     p = PRESETS["paper"]
     assert (p.crop, p.flip, p.randaugment, p.randaugment_n, p.randaugment_m) == (True, True, True, 2, 9)
     assert (p.mixup, p.cutmix, p.label_smoothing) == (1.0, 0.8, 0.1)
+    assert (p.backend, p.random_erasing, timm_randaugment_config(p)) == \
+        ("timm", 0.25, "rand-m9-n2-mstd0.5")
+    tv = PRESETS["randaug_tv"]  # the torchvision-op variant departs from the paper: another name
+    assert (tv.backend, tv.random_erasing, tv.randaugment_mstd) == ("harness", 0.0, 0.0)
     assert PRESETS["basic"] == AugmentConfig(crop=True, flip=True)
     assert augment_config({"preset": "basic", "flip": False}) == AugmentConfig(crop=True)
     assert augment_config({"mixup": 1, "randaugment": True}) == AugmentConfig(mixup=1.0, randaugment=True)
@@ -237,18 +252,19 @@ def test_presets_and_overrides():
 
 
 def test_bad_specs_name_allowed_values():
-    assert validate_augment("fancy") == ["unknown augment preset 'fancy'; allowed presets: none, basic, paper"]
+    assert validate_augment("fancy") == ["unknown augment preset 'fancy'; allowed presets: none, "
+                                         "basic, paper, randaug_tv"]
     (msg,) = validate_augment({"crops": True})
     assert "unknown key 'crops'" in msg and "preset, crop, flip, randaugment" in msg and "label_smoothing" in msg
     errs = validate_augment({"preset": "x", "crop": 1, "randaugment_m": 31, "randaugment_n": -1,
                              "mixup": -0.5, "label_smoothing": 1.0})
     assert len(errs) == 6
     joined = "; ".join(errs)
-    for want in ("allowed presets: none, basic, paper", "augment.crop must be true or false",
+    for want in ("allowed presets: none, basic, paper, randaug_tv", "augment.crop must be true or false",
                  "randaugment_m must be an int in 0..30", "randaugment_n must be an int >= 0",
                  "augment.mixup must be a number >= 0", "label_smoothing must be a number in [0, 1)"):
         assert want in joined
-    assert "preset name (none, basic, paper) or a mapping" in validate_augment(3)[0]
+    assert "preset name (none, basic, paper, randaug_tv) or a mapping" in validate_augment(3)[0]
     with pytest.raises(ValueError, match="augment.cutmix must be a number >= 0"):
         augment_config({"cutmix": "lots"})
 
@@ -256,3 +272,63 @@ def test_bad_specs_name_allowed_values():
 def test_rejects_non_float_batch():
     with pytest.raises(ValueError, match="float"):
         run(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), PRESETS["basic"])
+
+
+def test_backend_mismatches_are_refused_naming_the_fix():
+    assert validate_augment({"preset": "randaug_tv", "random_erasing": 0.25}) == [
+        "augment.random_erasing needs backend timm (the harness backend has no random erasing); "
+        "set backend: timm or random_erasing: 0"]
+    assert "randaugment_mstd needs backend timm" in validate_augment({"randaugment_mstd": 0.5})[0]
+    assert validate_augment({"preset": "paper", "randaugment_m": 11}) == [
+        "augment.randaugment_m runs 0..10 on the timm backend (timm's magnitude scale), got 11"]
+    assert "augment.backend must be one of harness, timm" in validate_augment({"backend": "tv"})[0]
+    assert "random_erasing must be a probability" in validate_augment({"random_erasing": 2})[0]
+    assert augment_config({"preset": "paper", "random_erasing": 0}).random_erasing == 0.0
+
+
+def _uint8_batch(b: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """8-bit images (as CIFAR stores them), their normalized float form, labels."""
+    g = torch.Generator().manual_seed(seed)
+    pix = torch.randint(0, 256, (b, 32, 32, 3), dtype=torch.uint8, generator=g)
+    x = (pix.permute(0, 3, 1, 2).float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(STD).view(1, 3, 1, 1)
+    return pix, x, torch.randint(0, K, (b,), generator=g)
+
+
+def test_paper_preset_is_the_original_codes_timm_pipeline():
+    """Bit for bit what how-do-vits-work's get_cifar100 + timm's Mixup give for the same seeds."""
+    import timm.data.transforms_factory as tff
+    from PIL import Image
+    from timm.data.mixup import Mixup
+    from torchvision import transforms
+
+    pix, x, y = _uint8_batch(8, 0)
+    got, got_t = run(x, y, PRESETS["paper"], seed=5)
+    # the reference, written the way the original code builds it
+    seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)))
+    trains = tff.transforms_imagenet_train(
+        img_size=32, mean=MEAN, std=STD, scale=None, ratio=None, hflip=0.5, vflip=0.0,
+        color_jitter=0.0, auto_augment="rand-m9-n2-mstd0.5", interpolation="random",
+        re_prob=0.25, re_mode="const", re_count=1, re_num_splits=0, separate=True)
+    trains = (transforms.Compose([transforms.RandomCrop(32, padding=4),
+                                  transforms.RandomHorizontalFlip(p=0.5)]), *trains[1:])
+    transform = transforms.Compose(trains)
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed), np.random.seed(seed % 2**32), torch.manual_seed(seed)
+        ref = torch.stack([transform(Image.fromarray(img.numpy())) for img in pix])
+        ref, ref_t = Mixup(mixup_alpha=1.0, cutmix_alpha=0.8, label_smoothing=0.1,
+                           num_classes=K)(ref, y)
+    assert torch.equal(got, ref) and torch.equal(got_t, ref_t)
+    assert not torch.equal(got, x)
+
+
+def test_timm_backend_gives_the_same_batch_in_another_process():
+    _, x, y = _uint8_batch(5, 1)  # odd: timm's Mixup.__call__ would refuse it
+    out, t = run(x, y, PRESETS["paper"], seed=7)
+    code = ("import torch, sys; sys.path[:0] = ['tests']; from test_augment import PRESETS, _uint8_batch, run; "
+            "_, x, y = _uint8_batch(5, 1); out, t = run(x, y, PRESETS['paper'], seed=7); "
+            "torch.save((out, t), sys.argv[1])")
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([sys.executable, "-c", code, f"{d}/b.pt"], check=True)
+        other, other_t = torch.load(f"{d}/b.pt", weights_only=True)
+    assert torch.equal(out, other) and torch.equal(t, other_t)

@@ -22,16 +22,33 @@ Pipeline (the order of torchvision's CIFAR recipe, then timm's batch mixing):
 Targets: one-hot smoothed (1 - eps + eps/K on the true class, eps/K elsewhere),
 mixed with the same lambda as the images.
 
-Not implemented (the paper's code also used them): timm's own RandAugment
-variant "rand-m9-n2-mstd0.5" (ops applied with p = 0.5, magnitude noise) and
-random erasing (p = 0.25).
+That pipeline is the `harness` backend (fast, batched, on any device). The
+`timm` backend is the original code's pipeline built from timm's own objects
+(`build_timm_pipeline`): torchvision's RandomCrop(padding 4) and horizontal flip,
+timm's `rand_augment_transform` ("rand-m{m}-n{n}-mstd{mstd}", random bilinear /
+bicubic interpolation, fill = the dataset mean) and `RandomErasing` (const mode,
+one box) from `transforms_imagenet_train`, per image on 8-bit PIL images, then
+timm's `Mixup` (batch mode) and `mixup_target`. Those draw from Python's,
+NumPy's and torch's global generators: each batch seeds all three from one
+draw of `generator` inside a fork that restores them after, so the same
+generator state gives the same batch in any process (not thread-safe).
+
+Presets: `paper` is the paper's recipe on the timm backend (RandAugment
+m9 n2 mstd0.5, random erasing 0.25, mixup 1.0, cutmix 0.8, label smoothing
+0.1); `randaug_tv` is the same mixing on the harness backend with torchvision's
+RandAugment op set (m9 of its 31 bins) and no random erasing, which departs
+from the paper. RandAugment's `randaugment_m` indexes torchvision's 31 bins on
+the harness backend and timm's 0..10 scale on the timm backend.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +70,10 @@ __all__ = [
 CROP_PADDING = 4
 #: torchvision RandAugment's magnitude bins (`randaugment_m` indexes them).
 NUM_MAGNITUDE_BINS = 31
+#: timm's RandAugment magnitude scale (its `_LEVEL_DENOM`): m runs 0..10 on the timm backend.
+TIMM_MAX_MAGNITUDE = 10
+#: harness: batched reimplementation (torchvision ops); timm: timm's own transforms per image.
+BACKENDS = ("harness", "timm")
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,9 @@ class AugmentConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) mixup alpha (0 = off); paper 1.0
     cutmix: float = 0.0  # cutmix alpha (0 = off); paper 0.8; both on -> one per batch, p = 0.5
     label_smoothing: float = 0.0
+    randaugment_mstd: float = 0.0  # timm backend: std of the per-op magnitude noise
+    random_erasing: float = 0.0  # timm backend: probability of timm's RandomErasing
+    backend: str = "harness"  # see BACKENDS
 
     @property
     def is_identity(self) -> bool:
@@ -82,7 +106,10 @@ PRESETS: dict[str, AugmentConfig] = {
     "none": AugmentConfig(),
     "basic": AugmentConfig(crop=True, flip=True),
     "paper": AugmentConfig(crop=True, flip=True, randaugment=True, randaugment_n=2, randaugment_m=9,
-                           mixup=1.0, cutmix=0.8, label_smoothing=0.1),
+                           randaugment_mstd=0.5, random_erasing=0.25, mixup=1.0, cutmix=0.8,
+                           label_smoothing=0.1, backend="timm"),
+    "randaug_tv": AugmentConfig(crop=True, flip=True, randaugment=True, randaugment_n=2,
+                                randaugment_m=9, mixup=1.0, cutmix=0.8, label_smoothing=0.1),
 }
 
 _FIELDS = {f.name: f.type for f in fields(AugmentConfig)}
@@ -107,13 +134,35 @@ def _field_problem(key: str, value: Any) -> str | None:
     if key == "label_smoothing":
         ok = is_num and 0 <= value < 1
         return None if ok else f"augment.label_smoothing must be a number in [0, 1), got {value!r}"
+    if key == "randaugment_mstd":
+        ok = is_num and math.isfinite(value) and value >= 0
+        return None if ok else f"augment.randaugment_mstd must be a number >= 0, got {value!r}"
+    if key == "random_erasing":
+        ok = is_num and 0 <= value <= 1
+        return None if ok else f"augment.random_erasing must be a probability in [0, 1], got {value!r}"
+    if key == "backend":
+        return None if value in BACKENDS else (f"augment.backend must be one of "
+                                               f"{', '.join(BACKENDS)}, got {value!r}")
     return None
+
+
+def _backend_problems(cfg: dict[str, Any]) -> list[str]:
+    """What a merged config asks of a backend that it cannot do."""
+    if cfg["backend"] == "timm":
+        m = cfg["randaugment_m"]
+        return [] if m <= TIMM_MAX_MAGNITUDE else [
+            f"augment.randaugment_m runs 0..{TIMM_MAX_MAGNITUDE} on the timm backend (timm's "
+            f"magnitude scale), got {m}"]
+    return [f"augment.{k} needs backend timm (the harness backend has no {what}); set "
+            f"backend: timm or {k}: 0"
+            for k, what in (("random_erasing", "random erasing"),
+                            ("randaugment_mstd", "magnitude noise")) if cfg[k]]
 
 
 def validate_augment(spec: str | dict | AugmentConfig | None) -> list[str]:
     """Problems with an augmentation spec (empty if fine).
 
-    A spec is a preset name (`none`, `basic`, `paper`), or a dict of
+    A spec is a preset name (`none`, `basic`, `paper`, `randaug_tv`), or a dict of
     `AugmentConfig` fields, optionally with `preset: name` whose fields the
     others override. None means `none`. Messages name the allowed keys/values.
     """
@@ -137,6 +186,10 @@ def validate_augment(spec: str | dict | AugmentConfig | None) -> list[str]:
             problem = _field_problem(key, value)
             if problem:
                 errors.append(problem)
+    if not errors:
+        base = PRESETS[spec.get("preset", "none")]
+        errors = _backend_problems({**asdict(base), **{k: v for k, v in spec.items()
+                                                       if k != "preset"}})
     return errors
 
 
@@ -156,7 +209,7 @@ def augment_config(spec: str | dict | AugmentConfig | None) -> AugmentConfig:
     for k in ("randaugment_n", "randaugment_m"):
         if k in overrides:
             overrides[k] = int(overrides[k])
-    for k in ("mixup", "cutmix", "label_smoothing"):
+    for k in ("mixup", "cutmix", "label_smoothing", "randaugment_mstd", "random_erasing"):
         if k in overrides:
             overrides[k] = float(overrides[k])
     return AugmentConfig(**{**asdict(base), **overrides})
@@ -321,6 +374,90 @@ def _cutmix_box(lam: float, h: int, w: int, rng: np.random.Generator) -> tuple[i
     return yl, yh, xl, xh, 1.0 - (yh - yl) * (xh - xl) / float(h * w)
 
 
+# --------------------------------------------------------------------------- timm backend
+
+
+@contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's, NumPy's and torch's (CPU) global generators for the block, restore them after.
+
+    timm's transforms and Mixup draw from those global generators; seeding them per
+    batch makes the batch a function of `seed` alone, whatever ran before.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def timm_randaugment_config(cfg: AugmentConfig) -> str:
+    """timm's RandAugment config string of `cfg`, e.g. "rand-m9-n2-mstd0.5"."""
+    return f"rand-m{cfg.randaugment_m}-n{cfg.randaugment_n}-mstd{cfg.randaugment_mstd:g}"
+
+
+@functools.lru_cache(maxsize=16)
+def build_timm_pipeline(cfg: AugmentConfig, size: tuple[int, int], mean: tuple[float, ...],
+                        std: tuple[float, ...]) -> Callable[[Any], torch.Tensor]:
+    """The original code's per-image transform (PIL image -> normalized tensor).
+
+    As how-do-vits-work's `get_cifar100` builds it: timm's
+    `transforms_imagenet_train(separate=True)` for RandAugment (secondary) and
+    ToTensor / Normalize / RandomErasing (final), its primary crop replaced by
+    torchvision's RandomCrop(size, padding=4) and RandomHorizontalFlip.
+    """
+    from timm.data.transforms_factory import transforms_imagenet_train
+    from torchvision import transforms as T
+
+    ra = timm_randaugment_config(cfg) if cfg.randaugment and cfg.randaugment_n > 0 else None
+    _, secondary, final = transforms_imagenet_train(
+        img_size=size, hflip=0.0, color_jitter=None, auto_augment=ra, interpolation="random",
+        mean=mean, std=std, re_prob=cfg.random_erasing, re_mode="const", re_count=1,
+        separate=True)
+    primary = ([T.RandomCrop(size, padding=CROP_PADDING)] if cfg.crop else []) + \
+        ([T.RandomHorizontalFlip(0.5)] if cfg.flip else [])
+    return T.Compose(primary + [secondary, final])
+
+
+def _timm_mix(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, num_classes: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's `Mixup` in batch mode: its `__call__` without the even-batch assert."""
+    from timm.data.mixup import Mixup, mixup_target
+
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return x, mixup_target(y, num_classes, 1.0, cfg.label_smoothing)
+    mix = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=1.0, switch_prob=0.5,
+                mode="batch", label_smoothing=cfg.label_smoothing, num_classes=num_classes)
+    lam = mix._mix_batch(x)  # in place; the batch mixed with its reverse, like __call__
+    return x, mixup_target(y, num_classes, lam, cfg.label_smoothing)
+
+
+def _augment_batch_timm(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig, num_classes: int,
+                        mean: Sequence[float], std: Sequence[float], generator: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`augment_batch` on the timm backend: 8-bit PIL images through timm's pipeline, then Mixup."""
+    from PIL import Image
+
+    b, c, h, w = x.shape
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, c, 1, 1)
+    pix = ((x.detach().float().cpu() * std_t + mean_t) * 255).round_().clamp_(0, 255)
+    pix = pix.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    transform = build_timm_pipeline(cfg, (h, w), tuple(float(v) for v in mean),
+                                    tuple(float(v) for v in std))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with seeded_global_rngs(seed):
+        out = torch.stack([transform(Image.fromarray(img.squeeze(-1) if c == 1 else img))
+                           for img in pix])
+        out, targets = _timm_mix(out, y.cpu().long(), cfg, num_classes)
+    return out.to(x.device, x.dtype), targets.float().to(x.device)
+
+
 # --------------------------------------------------------------------------- the batch
 
 
@@ -341,11 +478,14 @@ def augment_batch(
     with label smoothing, mixed for mixup/cutmix). Crop, flip and the RandAugment
     op choices are drawn per image. All randomness comes from `generator` (a CPU
     torch.Generator, advanced by this call): the same generator state gives the
-    same output, and the global RNG is neither used nor advanced. RandAugment
-    clamps the pixel image to [0, 1] first (a no-op for real images).
+    same output, and the global RNGs end as they were. RandAugment clamps the
+    pixel image to [0, 1] first (a no-op for real images); the timm backend
+    rounds it to 8 bits (exact for 8-bit datasets such as CIFAR).
     """
     if not x.is_floating_point() or x.dim() != 4:
         raise ValueError(f"augment_batch needs a float (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+    if cfg.backend == "timm":
+        return _augment_batch_timm(x, y, cfg, num_classes, mean, std, generator)
     b, c, h, w = x.shape
     dev = x.device
     mean_t = torch.as_tensor(mean, dtype=x.dtype, device=dev).view(1, c, 1, 1)
