@@ -454,3 +454,33 @@ def test_subclass_overriding_forward_is_refused():
 
     with pytest.raises(TypeError, match="overrides"):
         blocks(Doubled(BasicBlock, [1, 1, 1, 1], num_classes=3))
+
+
+TIMM_CNNS = ["resnet18", "resnet50", "resnext50", "preact_resnet18", "preact_resnet50"]
+
+
+@pytest.mark.parametrize("name", TIMM_CNNS)
+def test_timm_cnns_take_timms_stochastic_depth(name):
+    """drop_path: timm's DropPath, rising linearly over the blocks; identity in eval mode."""
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, **SMALL[name], drop_path=0.3)
+    n = sum(SMALL[name]["layers"])
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates == pytest.approx([0.3 * i / (n - 1) for i in range(1, n)])  # block 0 keeps 0
+    with torch.no_grad():  # timm zero-inits each block's last norm: make the branches count
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+    plain = build_model(name, 10, **SMALL[name])
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model.eval()(x), plain.eval()(x))
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model(x))  # some block dropped for some sample
+    assert validate_model_args(name, {**SMALL[name], "drop_path": 1.0}) == [
+        f"model '{name}': drop_path must be in [0, 1), got 1.0"]

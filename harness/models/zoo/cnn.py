@@ -34,6 +34,7 @@ from torch import nn
 
 from harness.models.blocks import Block, register_decomposer
 from harness.models.registry import ModelEntry, check_positive, register_model
+from harness.models.zoo.transformers import check_drop_path
 
 __all__ = ["WideBasic", "WideResNet", "VGG", "AlexNet", "VGG16_CFG"]
 
@@ -183,18 +184,23 @@ def _cifar_timm_resnet(block: type, num_classes: int, width: int, layers: Sequen
     return model
 
 
-def _build_resnet18(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (2, 2, 2, 2)) -> nn.Module:
-    """CIFAR ResNet-18: timm BasicBlock stages (2, 2, 2, 2), see `_cifar_timm_resnet`."""
+def _build_resnet18(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (2, 2, 2, 2),
+                    drop_path: float = 0.0) -> nn.Module:
+    """CIFAR ResNet-18: timm BasicBlock stages (2, 2, 2, 2), see `_cifar_timm_resnet`.
+
+    drop_path: timm's stochastic depth, rising linearly to this rate over the blocks.
+    """
     from timm.models.resnet import BasicBlock
 
-    return _cifar_timm_resnet(BasicBlock, num_classes, width, layers)
+    return _cifar_timm_resnet(BasicBlock, num_classes, width, layers, drop_path_rate=float(drop_path))
 
 
-def _build_resnet50(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (3, 4, 6, 3)) -> nn.Module:
+def _build_resnet50(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (3, 4, 6, 3),
+                    drop_path: float = 0.0) -> nn.Module:
     """CIFAR ResNet-50 (the paper's main CNN): timm Bottleneck stages (3, 4, 6, 3), expansion 4."""
     from timm.models.resnet import Bottleneck
 
-    return _cifar_timm_resnet(Bottleneck, num_classes, width, layers)
+    return _cifar_timm_resnet(Bottleneck, num_classes, width, layers, drop_path_rate=float(drop_path))
 
 
 def _build_resnext50(
@@ -203,11 +209,13 @@ def _build_resnext50(
     layers: "list[int] | tuple[int, ...]" = (3, 4, 6, 3),
     cardinality: int = 32,
     base_width: int = 4,
+    drop_path: float = 0.0,
 ) -> nn.Module:
     """CIFAR ResNeXt-50 32x4d: the ResNet-50 layout with grouped 3x3 convs (timm cardinality/base_width)."""
     from timm.models.resnet import Bottleneck
 
-    return _cifar_timm_resnet(Bottleneck, num_classes, width, layers, cardinality=cardinality, base_width=base_width)
+    return _cifar_timm_resnet(Bottleneck, num_classes, width, layers, cardinality=cardinality,
+                              base_width=base_width, drop_path_rate=float(drop_path))
 
 
 def _decompose_timm_resnet(model: nn.Module) -> list[Block]:
@@ -241,7 +249,8 @@ def _check_preact(cfg: dict) -> list[str]:
     return errors + _check_layers(cfg)
 
 
-def _cifar_preact_resnet(num_classes: int, width: int, layers: Sequence[int], basic: bool) -> nn.Module:
+def _cifar_preact_resnet(num_classes: int, width: int, layers: Sequence[int], basic: bool,
+                         drop_path: float = 0.0) -> nn.Module:
     """timm ResNetV2 (pre-activation) with BatchNorm + plain convs and a single 3x3/stride-1 stem conv.
 
     As in He et al. (2016) the stem is a bare conv (no BN-ReLU: the first block pre-activates
@@ -262,6 +271,7 @@ def _cifar_preact_resnet(num_classes: int, width: int, layers: Sequence[int], ba
         bottle_ratio=1.0 if basic else 0.25,
         conv_layer=create_conv2d,
         norm_layer=BatchNormAct2d,
+        drop_path_rate=float(drop_path),
     )
     conv = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as timm inits convs
@@ -272,14 +282,16 @@ def _cifar_preact_resnet(num_classes: int, width: int, layers: Sequence[int], ba
     return model
 
 
-def _build_preact_resnet18(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (2, 2, 2, 2)) -> nn.Module:
+def _build_preact_resnet18(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (2, 2, 2, 2),
+                           drop_path: float = 0.0) -> nn.Module:
     """CIFAR pre-activation ResNet-18 (timm PreActBasic blocks)."""
-    return _cifar_preact_resnet(num_classes, width, layers, basic=True)
+    return _cifar_preact_resnet(num_classes, width, layers, basic=True, drop_path=drop_path)
 
 
-def _build_preact_resnet50(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (3, 4, 6, 3)) -> nn.Module:
+def _build_preact_resnet50(num_classes: int, width: int = 64, layers: "list[int] | tuple[int, ...]" = (3, 4, 6, 3),
+                           drop_path: float = 0.0) -> nn.Module:
     """CIFAR pre-activation ResNet-50 (timm PreActBottleneck blocks, stride on the 3x3 conv)."""
-    return _cifar_preact_resnet(num_classes, width, layers, basic=False)
+    return _cifar_preact_resnet(num_classes, width, layers, basic=False, drop_path=drop_path)
 
 
 def _preact_basic_branch(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -545,6 +557,11 @@ def _decompose_alexnet(model: AlexNet) -> list[Block]:
 # --------------------------------------------------------------------------- registration
 
 
+def _with_drop_path(check: Callable[[dict], list[str]]) -> Callable[[dict], list[str]]:
+    """`check` plus the drop_path range check (the timm CNNs take stochastic depth)."""
+    return lambda cfg: check(cfg) + check_drop_path(cfg)
+
+
 def _register() -> None:
     from timm.models.resnet import ResNet
     from timm.models.resnetv2 import ResNetV2
@@ -553,19 +570,20 @@ def _register() -> None:
     for entry in (
         ModelEntry("resnet18", _build_resnet18,
                    "CIFAR ResNet-18 (timm BasicBlock, 3x3 stem, no max-pool), stage widths w,2w,4w,8w",
-                   {"width": 64, "layers": [2, 2, 2, 2]}, _check_resnet),
+                   {"width": 64, "layers": [2, 2, 2, 2], "drop_path": 0.0}, _with_drop_path(_check_resnet)),
         ModelEntry("resnet50", _build_resnet50,
                    "CIFAR ResNet-50 (" + resnet_desc.format("Bottleneck") + "), stage widths 4w..32w",
-                   {"width": 64, "layers": [3, 4, 6, 3]}, _check_resnet),
+                   {"width": 64, "layers": [3, 4, 6, 3], "drop_path": 0.0}, _with_drop_path(_check_resnet)),
         ModelEntry("resnext50", _build_resnext50,
                    "CIFAR ResNeXt-50 32x4d (" + resnet_desc.format("Bottleneck, grouped 3x3") + ")",
-                   {"width": 64, "layers": [3, 4, 6, 3], "cardinality": 32, "base_width": 4}, _check_resnext),
+                   {"width": 64, "layers": [3, 4, 6, 3], "cardinality": 32, "base_width": 4,
+                    "drop_path": 0.0}, _with_drop_path(_check_resnext)),
         ModelEntry("preact_resnet18", _build_preact_resnet18,
                    "CIFAR pre-activation ResNet-18 (timm ResNetV2 PreActBasic, BN), 3x3 stem",
-                   {"width": 64, "layers": [2, 2, 2, 2]}, _check_preact),
+                   {"width": 64, "layers": [2, 2, 2, 2], "drop_path": 0.0}, _with_drop_path(_check_preact)),
         ModelEntry("preact_resnet50", _build_preact_resnet50,
                    "CIFAR pre-activation ResNet-50 (timm ResNetV2 PreActBottleneck, BN), 3x3 stem",
-                   {"width": 64, "layers": [3, 4, 6, 3]}, _check_preact),
+                   {"width": 64, "layers": [3, 4, 6, 3], "drop_path": 0.0}, _with_drop_path(_check_preact)),
         ModelEntry("wrn28_10", _build_wrn,
                    "CIFAR WideResNet-depth-widen (pre-activation basic blocks, widths 16k,32k,64k)",
                    {"depth": 28, "widen": 10, "dropout": 0.0}, _check_wrn),
