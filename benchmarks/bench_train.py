@@ -3,9 +3,9 @@
     python benchmarks/bench_train.py [--epochs 4] [--model resnet18|vit_ti]
 
 Both sides train the same zoo model (same seed, so the same initial weights) on
-the same digits train split with the same batch size, AdamW (decay on weights
-of two or more dimensions), warmup + cosine learning rate per step and gradient
-clipping at 5 — the recipe, minus augmentation (`augment: none`), so both do
+the same digits train split with the same batch size, AdamW (decay on timm's
+decay set: no biases, norm parameters, position tables), warmup + cosine
+learning rate per step and gradient clipping at 5 — the recipe, minus augmentation (`augment: none`), so both do
 the same arithmetic. The plain side is the loop a researcher writes by hand:
 `randperm`, slice, forward, cross-entropy, backward, clip, step. The harness
 side is the real task run through the local executor (its per-epoch
@@ -42,8 +42,12 @@ def plain_epochs(model_name: str, epochs: int) -> list[float]:
     data = load_dataset("digits", "train")
     torch.manual_seed(0)
     model = build_model(model_name, 10, **MODELS[model_name])
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    other = [p for p in model.parameters() if p.ndim < 2]
+    import timm.optim
+
+    # timm's own optimizer groups: the decay set the train task uses (decay_set: timm)
+    groups = timm.optim.create_optimizer_v2(model, "adamw", lr=LR, weight_decay=WD).param_groups
+    decay = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+    other = [p for g in groups if g["weight_decay"] == 0 for p in g["params"]]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
                              {"params": other, "weight_decay": 0.0}], lr=LR)
     steps_per_epoch = math.ceil(len(data) / BATCH)

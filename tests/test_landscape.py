@@ -330,6 +330,14 @@ def test_pca_plane_holds_a_planar_trajectory_and_interpolation_reaches_its_end(t
     rows = pca[pca["kind"] == "trajectory"].sort_values("point")
     assert list(rows["snapshot"]) == paths and len(pca[pca["kind"] == "grid"]) == 9
     assert pca["weight_decay_used"].eq(0.2).all()  # read from the checkpoint's recipe
+    # a checkpoint whose recipe names no decay rule was trained by the old one: ndim >= 2
+    trained, _ = load_checkpoint(paths[-1])
+    decayed = decay_names(trained, "ndim2")
+    assert "pos_embed" in decayed and pca["penalty_set_used"].eq("ndim2").all()
+    assert pca["penalty_numel"].eq(sum(p.numel() for n, p in trained.named_parameters()
+                                       if n in decayed)).all()
+    origin = pca[(pca["kind"] == "grid") & (pca["a"] == 0) & (pca["b"] == 0)].iloc[0]
+    assert origin["l2"] == pytest.approx(norm_terms(trained, decayed)["l2"], rel=1e-12)
     assert rows["residual"].max() < 1e-4
     assert pca["var_ratio_1"].iloc[0] >= pca["var_ratio_2"].iloc[0] > 0
     # interpolation: a = 1 is the end checkpoint (to float rounding of w0 + (w1 - w0))
