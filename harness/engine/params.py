@@ -9,6 +9,7 @@ store uses them to give every param its own typed column.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -92,6 +93,7 @@ class Param:
             raise ParamError(
                 f"expected {self.type.__name__}, got {type(value).__name__} {value!r}"
             )
+        _check_finite(v)
         choices = self.allowed_choices()
         if choices is not None and v not in choices:
             raise ParamError(
@@ -108,6 +110,29 @@ class Param:
         return v
 
 
+def _check_finite(value: Any) -> None:
+    """Refuse NaN and infinities anywhere in a value: NaN equals nothing (not even the same
+    unit's id on a re-run) and JSON, which unit ids hash, has neither. No param gives
+    infinity a meaning; one that needs "no limit" uses 0 (e.g. `unit_timeout`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamError(f"{value!r} is not a finite number; NaN and infinities are refused "
+                         "(give a finite value)")
+    if isinstance(value, (list, dict)):
+        try:
+            canonical_json(value)
+        except ValueError:
+            raise ParamError("contains NaN or an infinity, which a unit id cannot hash; give "
+                             "finite numbers") from None
+
+
+def _parse_float(text: str) -> Any:
+    """A float written as text (`"1e-4"`, quoted in YAML), in the forms Python's float() reads."""
+    try:
+        return float(text)
+    except ValueError:
+        return _MISSING
+
+
 def _coerce_type(kind: type, value: Any) -> Any:
     # bool is an int subclass: never let True pass as 1 or 1 as True.
     if kind is bool:
@@ -117,7 +142,7 @@ def _coerce_type(kind: type, value: Any) -> Any:
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        return _MISSING
+        return _parse_float(value) if isinstance(value, str) else _MISSING
     if kind is str:
         return value if isinstance(value, str) else _MISSING
     if kind is list:

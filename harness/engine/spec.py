@@ -52,6 +52,25 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
 )
 
 
+class SweepLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus the float forms YAML 1.2 adds (`1e-4`, `1E5`, `.5e3`).
+
+    PyYAML follows YAML 1.1, which reads an exponent without a dot and a sign (`1e-4`) as a
+    string; every researcher writes learning rates that way. Safe: it builds only plain types.
+    """
+
+
+SweepLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse sweep YAML (a file or an override's value) with `SweepLoader`."""
+    return yaml.load(text, Loader=SweepLoader)  # noqa: S506 - SweepLoader is a SafeLoader
+
+
 @dataclass
 class Spec:
     """A validated sweep: the resolved document and its param combinations per task."""
@@ -102,7 +121,7 @@ def load_spec(sweep: str, overrides: list[str] | None = None,
     """
     path = resolve_sweep_path(sweep)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
     if document is None:
@@ -126,7 +145,7 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
             errors.append(f"override {item!r}: expected key.sub=value, e.g. tasks.evaluate.seed=[0,1]")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             errors.append(f"override {item!r}: value is not valid YAML: {exc}")
             continue
