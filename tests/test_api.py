@@ -131,3 +131,35 @@ def test_code_version_names_the_git_commit_and_dirty_flag():
     assert git_state() == (top, dirty)
     assert code_version() == f"{harness.__version__}+g{top[:12]}" + (".dirty" if dirty else "")
     assert harness.__version__ != "0.1.0"
+
+
+def test_adding_a_param_marked_added_re_keys_no_stored_unit(in_tmp, monkeypatch):
+    """The unit-id policy: a param added to an existing task is hashed only off its default."""
+    import dataclasses
+
+    from harness.engine import registry
+    from harness.engine.params import Param
+    from harness.engine.spec import validate
+    from harness.engine.units import unit_id_for
+
+    res = str(in_tmp / "res")
+    doc = {"name": "grow", "tasks": {"noop": {"index": [0, 1]}}}
+    before = [u.unit_id for u in validate(doc).units()]
+    harness.run(doc, results=res, kind="local")
+    noop = registry.get_task("noop")
+    added = Param("scale", float, 1.0, "a later param", added="0.2.0")
+    monkeypatch.setitem(registry._TASKS, "noop", dataclasses.replace(
+        noop, params=(*noop.params, added)))
+    units = validate(doc).units()
+    assert [u.unit_id for u in units] == before and units[0].params["scale"] == 1.0
+    assert harness.run(doc, results=res, kind="local").total == 0  # nothing re-runs
+    assert len(harness.load(res, task="noop")) == 2
+    moved = validate({**doc, "tasks": {"noop": {"index": [0, 1], "scale": 2.0}}}).units()
+    assert [u.unit_id for u in moved] == [unit_id_for("noop", u.params) for u in moved]
+    assert not set(before) & {u.unit_id for u in moved}
+    # unmarked, the same param re-keys every unit: why the mark exists
+    monkeypatch.setitem(registry._TASKS, "noop", dataclasses.replace(
+        noop, params=(*noop.params, dataclasses.replace(added, added=None))))
+    assert not set(before) & {u.unit_id for u in validate(doc).units()}
+    with pytest.raises(TypeError, match="needs a default"):
+        Param("late", int, help="no default", added="0.2.0")

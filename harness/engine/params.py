@@ -40,6 +40,10 @@ class Param:
     `choices` may be a sequence or a zero-argument callable (so registries that
     grow after import, like the model zoo, are read when validating).
     `check` is an extra validator returning a list of error messages.
+    `added`: the version that added this param to an existing task (e.g. "0.2.0"). While such
+    a param holds its default it is left out of the unit id, so units stored before it existed
+    keep their ids and are not run again; its default must therefore compute what the task
+    computed before. A param without `added` is hashed always (see Task.identity).
     """
 
     name: str
@@ -51,10 +55,14 @@ class Param:
     max: float | None = None
     min_exclusive: bool = False
     check: Callable[[Any], list[str]] | None = field(default=None, compare=False)
+    added: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ARROW_TYPES:
             raise TypeError(f"param {self.name}: unsupported type {self.type!r}")
+        if self.added is not None and self.required:
+            raise TypeError(f"param {self.name}: a param added to an existing task needs a "
+                            "default (the behaviour before it existed)")
 
     @property
     def required(self) -> bool:

@@ -71,6 +71,13 @@ class Task:
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
+    def identity(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The params a unit id hashes: all of them, except a param marked `added` (in a later
+        version) while it holds its default, so adding a param to a task re-keys no stored
+        unit. To recompute units on purpose: `harness run SWEEP --rerun TASK`."""
+        later = {p.name: p.default for p in self.params if p.added is not None}
+        return {k: v for k, v in params.items() if k not in later or v != later[k]}
+
 
 _TASKS: dict[str, Task] = {}
 _loaded = False

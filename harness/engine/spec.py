@@ -30,7 +30,7 @@ import yaml
 from harness.engine.errors import SpecError
 from harness.engine.params import Param, ParamError, is_sweep_axis
 from harness.engine.registry import Task, load_tasks
-from harness.engine.units import WorkUnit
+from harness.engine.units import WorkUnit, unit_id_for
 
 TOP_LEVEL_KEYS = ("name", "description", "defaults", "executor", "tasks")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -90,7 +90,8 @@ class Spec:
             task = tasks[task_name]
             for combo in combos:
                 for params in (task.expand(combo) if task.expand else [combo]):
-                    unit = WorkUnit(self.name, task_name, dict(params))
+                    unit = WorkUnit(self.name, task_name, dict(params),
+                                    unit_id_for(task_name, task.identity(params)))
                     if unit.unit_id not in seen:
                         seen.add(unit.unit_id)
                         out.append(unit)
