@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import registry
+from harness.engine import registry
 
 from conftest import harness_env, write_sweep
 
 PLUGIN = '''
 import os
 import pyarrow as pa
-from harness.params import Param
-from harness.registry import Task, register_task
+from harness.engine.params import Param
+from harness.engine.registry import Task, register_task
 
 def run(unit, ctx):
     return [{"square": unit.params["x"] ** 2, "worker_pid": os.getpid()}]

@@ -100,12 +100,20 @@ class Spec:
 
 # -- reading -------------------------------------------------------------------
 
+def shipped_sweeps_dir() -> Path:
+    """The sweep files that come with the package: harness/sweeps, a link to the checkout's
+    sweeps/ that an installed wheel holds as files (pyproject.toml's package data)."""
+    import harness
+
+    return Path(harness.__file__).resolve().parent / "sweeps"
+
+
 def resolve_sweep_path(sweep: str, search_dirs: list[Path] | None = None) -> Path:
     """A sweep given as a file path, or as a name looked up in sweeps/."""
     path = Path(sweep)
     if path.is_file():
         return path
-    dirs = search_dirs or [Path.cwd() / "sweeps", Path(__file__).resolve().parents[2] / "sweeps"]
+    dirs = search_dirs or [Path.cwd() / "sweeps", shipped_sweeps_dir()]
     for d in dirs:
         for candidate in (d / sweep, d / f"{sweep}.yaml", d / f"{sweep}.yml"):
             if candidate.is_file():
