@@ -163,3 +163,14 @@ def test_adding_a_param_marked_added_re_keys_no_stored_unit(in_tmp, monkeypatch)
     assert not set(before) & {u.unit_id for u in validate(doc).units()}
     with pytest.raises(TypeError, match="needs a default"):
         Param("late", int, help="no default", added="0.2.0")
+
+
+def test_rerun_is_refused_for_a_compacted_task(in_tmp):
+    from harness.compact import compact_sweep
+
+    res = str(in_tmp / "res")
+    harness.run(NOOP, results=res, kind="local")
+    compact_sweep(res, "api")
+    with pytest.raises(SpecError, match="rerun: noop: sweep api has compacted parts"):
+        harness.run(NOOP, results=res, kind="local", rerun="noop")
+    assert len(harness.load(res, task="noop")) == 4
