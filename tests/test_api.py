@@ -81,6 +81,8 @@ def test_dry_run_counts_stored_units_and_still_validates(in_tmp, capsys):
     assert out[1] == "noop: 4 units, 2 done, 2 to run"
     assert [line.split()[0] for line in out[2:5]] == ["done", "done", "run"]
     assert sorted(p.name for p in (in_tmp / "results").rglob("*")) == before
+    assert harness.run(path, dry_run=True).total == 2 and "noop: 4 units" in capsys.readouterr().out
+    assert sorted(p.name for p in (in_tmp / "results").rglob("*")) == before
     assert cli.main(["run", str(path), "--dry-run", "tasks.noop.sleep_s=.nan"]) == 2
 
 

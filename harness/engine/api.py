@@ -36,7 +36,8 @@ def run(spec: str | Path | Mapping[str, Any] | Spec, results: str = "results",
     `spec`: a sweep file's path, a name in sweeps/, a dict shaped like a sweep file, or a
     validated Spec. `executor`: the keys of a sweep file's `executor:` section (`kind`,
     `workers`, `unit_timeout`, ...); they win over the file's. `rerun`: tasks whose units run
-    again even when stored. Raises SpecError (a ValueError) naming every bad field; nothing is
+    again even when stored. `dry_run`: print the units to stdout, run and write nothing, and
+    return a summary whose `total` counts the units that would run. Raises SpecError (a ValueError) naming every bad field; nothing is
     written then. A failed unit does not raise: see `summary.failed` and `summary.errors`.
     """
     the_spec = as_spec(spec, list(overrides), results)
