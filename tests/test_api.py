@@ -52,8 +52,9 @@ def test_run_raises_spec_error_naming_the_field_and_writes_nothing(in_tmp, spec,
 
 
 def test_import_harness_stays_light():
-    code = ("import sys, harness; heavy = [m for m in ('torch', 'ray', 'pandas', 'harness.api') "
-            "if m in sys.modules]; print(heavy); harness.run; print('harness.api' in sys.modules)")
+    code = ("import sys, harness; heavy = [m for m in ('torch', 'ray', 'pandas', "
+            "'harness.engine.api') if m in sys.modules]; print(heavy); harness.run; "
+            "print('harness.engine.api' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:2] == ["[]", "True"]
@@ -168,7 +169,7 @@ def test_adding_a_param_marked_added_re_keys_no_stored_unit(in_tmp, monkeypatch)
 
 
 def test_rerun_is_refused_for_a_compacted_task(in_tmp):
-    from harness.compact import compact_sweep
+    from harness.engine.compact import compact_sweep
 
     res = str(in_tmp / "res")
     harness.run(NOOP, results=res, kind="local")

@@ -105,7 +105,7 @@ def shipped_sweeps_dir() -> Path:
     sweeps/ that an installed wheel holds as files (pyproject.toml's package data)."""
     import harness
 
-    return Path(harness.__file__).resolve().parent / "sweeps"
+    return (Path(harness.__file__).resolve().parent / "sweeps").resolve()  # the link's target
 
 
 def resolve_sweep_path(sweep: str, search_dirs: list[Path] | None = None) -> Path:
