@@ -1,7 +1,7 @@
 """Distributed harness for Hessian and loss-landscape analysis of vision models.
 
-Importing `harness` is light: `harness.load` (and the rest of the public API) loads the engine on
-first use, so `import harness.analysis.hessian` from a notebook pulls in neither the sweep
+Importing `harness` is light: `harness.load` (read results), `harness.run` (run a sweep) and the
+rest of the public API load the engine on first use, so `import harness.analysis.hessian` from a notebook pulls in neither the sweep
 machinery nor Ray.
 """
 
@@ -9,7 +9,9 @@ import os
 import sys
 from typing import Any
 
-__version__ = "0.1.0"
+#: The package version, written only here (pyproject.toml reads it; rows add the git commit:
+#: harness.engine.provenance.code_version).
+__version__ = "0.2.0"
 
 # Ray token authentication on before anything imports Ray (it reads its config at import): a
 # driver joining a cluster does not switch it on by itself (Ray 2.60) and a token-auth cluster
@@ -21,7 +23,7 @@ if "ray" not in sys.modules:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 #: public name -> module that defines it, imported on first access
-_PUBLIC = {"load": "harness.engine.store"}
+_PUBLIC = {"load": "harness.engine.store", "run": "harness.engine.api"}
 
 __all__ = ["__version__", *_PUBLIC]
 

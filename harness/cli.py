@@ -7,27 +7,17 @@ Exit codes: 0 every unit done; 1 some units failed (see `_failures`);
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import platform
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.engine.executor import ExecutorError, RunConfig, run_units
-from harness.engine.params import ParamError
-from harness.engine.progress import Progress
-from harness.engine.spec import (
-    EXECUTOR_PARAMS,
-    Spec,
-    SpecError,
-    load_spec,
-    resolve_sweep_path,
-    validate,
-)
+from harness.engine import api
+from harness.engine.api import by_task, in_shard  # noqa: F401  (in_shard: used by tests)
+from harness.engine.executor import ExecutorError, RunConfig
+from harness.engine.spec import Spec, SpecError, load_spec, resolve_sweep_path, validate
 from harness.engine.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -76,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--repair", action="store_true",
                      help="first read back every stored file; move unreadable ones to "
                      "<task>/_corrupt/ and re-run their units")
+    run.add_argument("--dry-run", action="store_true", dest="dry_run",
+                     help="validate, print the units per task (the first few with their "
+                     "params) and what is done; run and write nothing")
+    run.add_argument("--rerun", action="append", metavar="TASK",
+                     help="run this task's units again even where stored, replacing their "
+                     "files (repeatable; e.g. after changing what the task computes)")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="done / pending / failed units per task")
@@ -129,46 +125,19 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="local executor device")
 
 
+#: Command-line flag (argparse dest) -> executor option.
+FLAG_OPTIONS = {"executor": "kind", "workers": "workers", "num_gpus": "num_gpus",
+                "num_cpus": "num_cpus", "max_retries": "max_retries", "device": "device",
+                "retry_failures": "retry_failures", "unit_timeout": "unit_timeout",
+                "max_batch": "max_batch"}
+
+
 def run_config(spec: Spec, args: argparse.Namespace) -> RunConfig:
     """The spec's executor section with command-line flags applied (flags win)."""
-    values = dict(spec.executor)
-    flag_names = {"executor": "kind", "workers": "workers", "num_gpus": "num_gpus",
-                  "num_cpus": "num_cpus", "max_retries": "max_retries", "device": "device",
-                  "retry_failures": "retry_failures", "unit_timeout": "unit_timeout",
-                  "max_batch": "max_batch"}
-    errors = []
-    params = {p.name: p for p in EXECUTOR_PARAMS}
-    for flag, key in flag_names.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        try:
-            values[key] = params[key].coerce(value)
-        except ParamError as exc:
-            errors.append(f"--{flag.replace('_', '-')}: {exc}")
-    if errors:
-        raise SpecError(errors)
-    return RunConfig(address=args.address, **values)
-
-
-def provenance(spec: Spec, config: RunConfig) -> dict[str, Any]:
-    """What produced a sweep's results: spec, software versions, host, time, command."""
-    import pyarrow
-    import ray
-    import timm
-    import torch
-
-    return {
-        "sweep": spec.name,
-        "spec": spec.document,
-        "executor": config.__dict__,
-        "versions": {"harness": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "timm": timm.__version__,
-                     "ray": ray.__version__, "pyarrow": pyarrow.__version__},
-        "host": socket.gethostname(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(),
-        "argv": sys.argv,
-    }
+    options = {key: getattr(args, flag) for flag, key in FLAG_OPTIONS.items()
+               if getattr(args, flag, None) is not None}
+    flags = {key: "--" + flag.replace("_", "-") for flag, key in FLAG_OPTIONS.items()}
+    return api.run_config(spec, options, address=args.address, names=flags)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -182,45 +151,13 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def in_shard(unit_id: str, shard: tuple[int, int] | None) -> bool:
-    """Disjoint, deterministic split of a sweep's units by their id (hex digits)."""
-    return shard is None or int(unit_id, 16) % shard[1] == shard[0]
-
-
-def repair(store: Store, sweep: str, tasks: list[str]) -> int:
-    """Move unreadable stored files aside (their units become pending); returns how many."""
-    moved = 0
-    for task in tasks:
-        for path, reason in store.verify(sweep, task):
-            target = store.quarantine(path)
-            print(f"repair: {path}: {reason}; moved to {target}", file=sys.stderr)
-            moved += 1
-    return moved
-
-
 def execute(spec: Spec, args: argparse.Namespace) -> int:
-    """Run the pending units of a validated spec; print what happened."""
-    config = run_config(spec, args)
-    store = Store(args.results)
-    if getattr(args, "repair", False):
-        repair(store, spec.name, list(spec.combos))
-    shard = getattr(args, "shard", None)
-    units = [u for u in spec.units() if in_shard(u.unit_id, shard)]
-    done = {t: store.unit_ids(spec.name, t) for t in spec.combos}
-    pending = [u for u in units if u.unit_id not in done[u.task]]
-    counts = ", ".join(f"{t}: {len(c)}" for t, c in _by_task(units).items())
-    where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    print(f"sweep {spec.name}{where}: {len(units)} units ({counts}); "
-          f"{len(units) - len(pending)} done, {len(pending)} to run -> {store.root}/{spec.name}",
-          file=sys.stderr)
-    if not pending:
-        print("nothing to run: every unit is done", file=sys.stderr)
-        return EXIT_OK
-    store.write_manifest(spec.name, provenance(spec, config))
-    summary = run_units(pending, args.results, config, Progress(len(pending)))
-    nodes = ", ".join(f"{n or 'driver'}: {c}" for n, c in summary.nodes.items())
-    print(f"ran {summary.done + summary.failed} of {len(pending)} units in {summary.seconds:.1f}s: "
-          f"{summary.done} done, {summary.failed} failed (per node: {nodes})", file=sys.stderr)
+    """Run the pending units of a validated spec; the exit code says how it went."""
+    summary = api.execute(spec, args.results, run_config(spec, args),
+                          shard=getattr(args, "shard", None),
+                          repair=getattr(args, "repair", False),
+                          rerun=getattr(args, "rerun", None) or (),
+                          dry_run=getattr(args, "dry_run", False))
     if summary.interrupted:
         print("interrupted: finished units are kept; run the same command again to resume",
               file=sys.stderr)
@@ -232,13 +169,6 @@ def execute(spec: Spec, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _by_task(units: list) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for u in units:
-        out.setdefault(u.task, []).append(u)
-    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -258,7 +188,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name} in {store.root}/{spec.name}")
     print(f"{'task':<16}{'total':>8}{'done':>8}{'failed':>8}{'pending':>9}")
     corrupt = []
-    for task, units in _by_task(spec.units()).items():
+    for task, units in by_task(spec.units()).items():
         ids = {u.unit_id for u in units}
         done = ids & store.unit_ids(spec.name, task)
         bad = (ids & failed) - done

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.engine.spec import SpecError, apply_overrides, validate
+from harness.engine.spec import SpecError, apply_overrides, load_spec, load_yaml, validate
 from harness.engine.units import unit_id_for
 
 from conftest import tiny_eval_doc, write_sweep
@@ -75,6 +75,13 @@ def test_bad_spec_exits_2_names_field_and_writes_nothing(in_tmp, capsys, doc, me
     (["tasks.evaluate.data_fraction=0"], "0.0 out of range (0.0, 1.0]"),
     (["--workers", "-2"], "--workers: -2 out of range [0, inf]"),
     (["--num-cpus", "0"], "--num-cpus: 0.0 out of range (0.0, inf]"),
+    (["tasks.evaluate.data_fraction=.nan"], "tasks.evaluate.data_fraction: nan is not a finite"),
+    (["tasks.evaluate.data_fraction=[0.5, .NaN]"], "tasks.evaluate.data_fraction[1]: nan is not"),
+    (["tasks.evaluate.model_args={width: .inf}"], "tasks.evaluate.model_args: contains NaN or an "
+                                                  "infinity"),
+    (["executor.unit_timeout=.inf"], "executor.unit_timeout: inf is not a finite number"),
+    (["--unit-timeout", "inf"], "--unit-timeout: inf is not a finite number"),
+    (["--num-gpus", "nan"], "--num-gpus: nan is not a finite number"),
 ])
 def test_bad_override_or_flag_exits_2(in_tmp, capsys, argv, message):
     path = write_sweep(in_tmp / "sweep.yaml", GOOD)
@@ -83,6 +90,23 @@ def test_bad_override_or_flag_exits_2(in_tmp, capsys, argv, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (in_tmp / "res").exists()
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-4", 1e-4), ("1E5", 1e5), ("1.5e-3", 1.5e-3), ("+2.5E+2", 250.0), (".5", 0.5),
+    (".5e3", 500.0), ("1.e-2", 0.01), ("3", 3.0), ("'1e-4'", 1e-4), ("'1_000.5'", 1000.5),
+])
+def test_float_forms_of_yaml_1_2_and_python_are_floats(text, value):
+    """`harness run demo_train tasks.train.0.lr=1e-4` (YAML 1.1 reads 1e-4 as a string)."""
+    spec = load_spec("demo_train", [f"tasks.train.0.lr={text}", f"tasks.train.1.lr=[{text}, 0.1]"])
+    lrs = {(u.params["model"], u.params["lr"]) for u in spec.units()}
+    assert lrs == {("resnet18", value), ("vit_ti", value), ("vit_ti", 0.1)}
+    assert all(isinstance(lr, float) for _, lr in lrs)
+
+
+def test_yaml_1_2_floats_inside_files_and_lists():
+    assert load_yaml("a: [1e-4, 1E5, -2e+3, -1.5e-3]\nb: 1e-4x\nc: 123\nd: 0x1f") == {
+        "a": [1e-4, 1e5, -2e3, -1.5e-3], "b": "1e-4x", "c": 123, "d": 31}
 
 
 def test_missing_sweep_file_says_where_it_looked(in_tmp, capsys):

@@ -9,6 +9,7 @@ store uses them to give every param its own typed column.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -39,6 +40,10 @@ class Param:
     `choices` may be a sequence or a zero-argument callable (so registries that
     grow after import, like the model zoo, are read when validating).
     `check` is an extra validator returning a list of error messages.
+    `added`: the version that added this param to an existing task (e.g. "0.2.0"). While such
+    a param holds its default it is left out of the unit id, so units stored before it existed
+    keep their ids and are not run again; its default must therefore compute what the task
+    computed before. A param without `added` is hashed always (see Task.identity).
     """
 
     name: str
@@ -50,10 +55,14 @@ class Param:
     max: float | None = None
     min_exclusive: bool = False
     check: Callable[[Any], list[str]] | None = field(default=None, compare=False)
+    added: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ARROW_TYPES:
             raise TypeError(f"param {self.name}: unsupported type {self.type!r}")
+        if self.added is not None and self.required:
+            raise TypeError(f"param {self.name}: a param added to an existing task needs a "
+                            "default (the behaviour before it existed)")
 
     @property
     def required(self) -> bool:
@@ -92,6 +101,7 @@ class Param:
             raise ParamError(
                 f"expected {self.type.__name__}, got {type(value).__name__} {value!r}"
             )
+        _check_finite(v)
         choices = self.allowed_choices()
         if choices is not None and v not in choices:
             raise ParamError(
@@ -108,6 +118,29 @@ class Param:
         return v
 
 
+def _check_finite(value: Any) -> None:
+    """Refuse NaN and infinities anywhere in a value: NaN equals nothing (not even the same
+    unit's id on a re-run) and JSON, which unit ids hash, has neither. No param gives
+    infinity a meaning; one that needs "no limit" uses 0 (e.g. `unit_timeout`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamError(f"{value!r} is not a finite number; NaN and infinities are refused "
+                         "(give a finite value)")
+    if isinstance(value, (list, dict)):
+        try:
+            canonical_json(value)
+        except ValueError:
+            raise ParamError("contains NaN or an infinity, which a unit id cannot hash; give "
+                             "finite numbers") from None
+
+
+def _parse_float(text: str) -> Any:
+    """A float written as text (`"1e-4"`, quoted in YAML), in the forms Python's float() reads."""
+    try:
+        return float(text)
+    except ValueError:
+        return _MISSING
+
+
 def _coerce_type(kind: type, value: Any) -> Any:
     # bool is an int subclass: never let True pass as 1 or 1 as True.
     if kind is bool:
@@ -117,7 +150,7 @@ def _coerce_type(kind: type, value: Any) -> Any:
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        return _MISSING
+        return _parse_float(value) if isinstance(value, str) else _MISSING
     if kind is str:
         return value if isinstance(value, str) else _MISSING
     if kind is list:

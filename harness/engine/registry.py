@@ -2,12 +2,16 @@
 
 The harness never imports a task module by name: `load_tasks()` imports every
 module of the `tasks` package once, and each registers itself with
-`register_task`.
+`register_task`. Other installed packages add tasks through the entry-point group
+`harness.tasks` (see `load_entry_points`); workers call `load_tasks` too, so those
+tasks also run on Ray.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
 import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -22,6 +26,10 @@ if TYPE_CHECKING:
     from harness.engine.units import WorkUnit
 
 Rows = list[dict[str, Any]]
+
+#: Entry-point group of tasks from other packages.
+ENTRY_POINT_GROUP = "harness.tasks"
+log = logging.getLogger(__name__)
 
 
 
@@ -71,6 +79,13 @@ class Task:
     def param_names(self) -> list[str]:
         return [p.name for p in self.params]
 
+    def identity(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The params a unit id hashes: all of them, except a param marked `added` (in a later
+        version) while it holds its default, so adding a param to a task re-keys no stored
+        unit. To recompute units on purpose: `harness run SWEEP --rerun TASK`."""
+        later = {p.name: p.default for p in self.params if p.added is not None}
+        return {k: v for k, v in params.items() if k not in later or v != later[k]}
+
 
 _TASKS: dict[str, Task] = {}
 _loaded = False
@@ -91,8 +106,31 @@ def load_tasks() -> dict[str, Task]:
         for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package.__name__}.{info.name}")
+        load_entry_points()
         _loaded = True
     return _TASKS
+
+
+def load_entry_points() -> None:
+    """Load the `harness.tasks` entry points of installed packages.
+
+    An entry point names a module that registers its tasks on import (`mine = mypkg.tasks`),
+    or a Task, or a list of Tasks (`mine = mypkg.tasks:TASKS`). One that fails to load is
+    logged and skipped: a broken plugin does not stop sweeps of other tasks (a sweep naming
+    its task then fails validation with "unknown task").
+    """
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda e: e.name):
+        try:
+            value = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import error of a plugin is reported
+            log.warning("task entry point %s = %s (group %s) failed to load: %s: %s",
+                        ep.name, ep.value, ENTRY_POINT_GROUP, type(exc).__name__, exc)
+            continue
+        for task in [value] if isinstance(value, Task) else (
+                value if isinstance(value, (list, tuple)) else []):
+            if isinstance(task, Task):
+                register_task(task)
 
 
 def get_task(name: str) -> Task:

@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from harness import __version__
 from harness.engine.context import UnitContext, WorkerCache, float32_precision
 from harness.engine.params import canonical_json
+from harness.engine.provenance import code_version
 from harness.engine.registry import get_task
 from harness.engine.schema import FAILURE_SCHEMA, build_table, common_values
 from harness.engine.store import Store
@@ -137,7 +137,7 @@ def run_facts(host: str, node_id: str, device: str, attempt: int, duration_s: fl
     """The run-fact columns of a unit's rows (schema.COMMON_FIELDS beyond the params)."""
     return {"host": host, "node_id": node_id, "device": device, "attempt": attempt,
             "duration_s": duration_s, "finished_at": dt.datetime.now(dt.UTC),
-            "harness_version": __version__}
+            "harness_version": code_version()}
 
 
 def driver_meta(attempt: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import yaml
 from harness.engine.errors import SpecError
 from harness.engine.params import Param, ParamError, is_sweep_axis
 from harness.engine.registry import Task, load_tasks
-from harness.engine.units import WorkUnit
+from harness.engine.units import WorkUnit, unit_id_for
 
 TOP_LEVEL_KEYS = ("name", "description", "defaults", "executor", "tasks")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -52,6 +52,25 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
 )
 
 
+class SweepLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus the float forms YAML 1.2 adds (`1e-4`, `1E5`, `.5e3`).
+
+    PyYAML follows YAML 1.1, which reads an exponent without a dot and a sign (`1e-4`) as a
+    string; every researcher writes learning rates that way. Safe: it builds only plain types.
+    """
+
+
+SweepLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse sweep YAML (a file or an override's value) with `SweepLoader`."""
+    return yaml.load(text, Loader=SweepLoader)  # noqa: S506 - SweepLoader is a SafeLoader
+
+
 @dataclass
 class Spec:
     """A validated sweep: the resolved document and its param combinations per task."""
@@ -71,7 +90,8 @@ class Spec:
             task = tasks[task_name]
             for combo in combos:
                 for params in (task.expand(combo) if task.expand else [combo]):
-                    unit = WorkUnit(self.name, task_name, dict(params))
+                    unit = WorkUnit(self.name, task_name, dict(params),
+                                    unit_id_for(task_name, task.identity(params)))
                     if unit.unit_id not in seen:
                         seen.add(unit.unit_id)
                         out.append(unit)
@@ -80,12 +100,20 @@ class Spec:
 
 # -- reading -------------------------------------------------------------------
 
+def shipped_sweeps_dir() -> Path:
+    """The sweep files that come with the package: harness/sweeps, a link to the checkout's
+    sweeps/ that an installed wheel holds as files (pyproject.toml's package data)."""
+    import harness
+
+    return (Path(harness.__file__).resolve().parent / "sweeps").resolve()  # the link's target
+
+
 def resolve_sweep_path(sweep: str, search_dirs: list[Path] | None = None) -> Path:
     """A sweep given as a file path, or as a name looked up in sweeps/."""
     path = Path(sweep)
     if path.is_file():
         return path
-    dirs = search_dirs or [Path.cwd() / "sweeps", Path(__file__).resolve().parents[2] / "sweeps"]
+    dirs = search_dirs or [Path.cwd() / "sweeps", shipped_sweeps_dir()]
     for d in dirs:
         for candidate in (d / sweep, d / f"{sweep}.yaml", d / f"{sweep}.yml"):
             if candidate.is_file():
@@ -102,7 +130,7 @@ def load_spec(sweep: str, overrides: list[str] | None = None,
     """
     path = resolve_sweep_path(sweep)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SpecError([f"{path}: not valid YAML: {exc}"]) from None
     if document is None:
@@ -126,7 +154,7 @@ def apply_overrides(document: dict[str, Any], overrides: list[str]) -> dict[str,
             errors.append(f"override {item!r}: expected key.sub=value, e.g. tasks.evaluate.seed=[0,1]")
             continue
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             errors.append(f"override {item!r}: value is not valid YAML: {exc}")
             continue

@@ -34,6 +34,8 @@ from harness.engine.schema import FAILURES_TABLE
 from harness.fileio import resolve_root
 
 MANIFEST = "_sweep.json"
+#: One JSON record per run of a sweep (`<UTC time>-<random>.json`); `_sweep.json` is the latest.
+RUNS = "_runs"
 ARTIFACTS = "_artifacts"
 COMPACTED = "_compacted"
 CORRUPT = "_corrupt"
@@ -227,14 +229,32 @@ class Store:
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             self.fs.delete_file(path)
 
-    def write_manifest(self, sweep: str, manifest: dict[str, Any]) -> None:
-        """The resolved spec and provenance of the latest run of a sweep."""
+    def write_manifest(self, sweep: str, manifest: dict[str, Any]) -> str:
+        """Record one run of a sweep: a new file under `_runs/` (earlier runs are kept), and
+        `_sweep.json`, the resolved spec of the latest run that status and report read.
+        Returns the run record's path."""
         directory = posixpath.join(self.base, sweep)
-        self.fs.create_dir(directory, recursive=True)
-        tmp = posixpath.join(directory, f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
-        self.fs.move(tmp, posixpath.join(directory, MANIFEST))
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        record = posixpath.join(directory, RUNS, f"{stamp}-{uuid.uuid4().hex[:8]}.json")
+        for path in (record, posixpath.join(directory, MANIFEST)):
+            self.fs.create_dir(posixpath.dirname(path), recursive=True)
+            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}."
+                                 f"{uuid.uuid4().hex[:8]}.tmp")
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(text)
+            self.fs.move(tmp, path)
+        return record
+
+    def read_runs(self, sweep: str) -> list[dict[str, Any]]:
+        """Every recorded run of a sweep, oldest first."""
+        infos = self._list(posixpath.join(self.base, sweep, RUNS))
+        runs = []
+        for info in sorted((i for i in infos if i.base_name.endswith(".json")),
+                           key=lambda i: i.base_name):
+            with self.fs.open_input_stream(info.path) as f:
+                runs.append(json.loads(f.read().decode()))
+        return runs
 
     def read_manifest(self, sweep: str) -> dict[str, Any] | None:
         path = posixpath.join(self.base, sweep, MANIFEST)
