@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import __version__
 from harness.engine import api
-from harness.engine.api import by_task, in_shard  # noqa: F401  (in_shard: used by tests)
+from harness.engine.api import by_task
 from harness.engine.executor import ExecutorError, RunConfig
 from harness.engine.spec import Spec, SpecError, load_spec, resolve_sweep_path, validate
 from harness.engine.store import Store

@@ -25,6 +25,7 @@ from conftest import comparable, harness_env, write_sweep
 
 import harness
 from harness import cli
+from harness.engine.api import in_shard
 from harness.engine.executor import RunConfig, run_units
 from harness.engine.ray_pool import TARGET_BATCH_S, batch_size, cap_gpu_memory
 from harness.engine.runner import UnitRunner
@@ -155,7 +156,7 @@ def test_shards_split_a_sweep_into_disjoint_parts(in_tmp, capsys):
         ran.append(int(err.split("(noop: ")[1].split(")")[0]))
     assert sum(ran) == n and min(ran) > 0
     ids = {u.unit_id for u in validate(_noop("sh", {"index": list(range(n))})).units()}
-    assert sum(cli.in_shard(u, (0, 2)) for u in ids) == ran[0]
+    assert sum(in_shard(u, (0, 2)) for u in ids) == ran[0]
     _exactly_once("results", "sh", list(range(n)))
     assert cli.main(["run", str(path), "--executor", "local", "--shard", "2/2"]) == 2
     assert "need 0 <= I < N" in capsys.readouterr().err
