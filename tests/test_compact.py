@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute in a test
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_sweep
@@ -147,3 +149,110 @@ def test_compact_over_a_file_uri_root(tmp_path):
 def test_compact_cli_names_an_unknown_sweep(in_tmp, capsys):
     assert cli.main(["compact", "nope"]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def small(tmp_path):
+    """12 noop units of sweep `many` under tmp_path/results, and their rows."""
+    root = str(tmp_path / "results")
+    run_units(validate(DOC).units()[:12], root, RunConfig(kind="local"))
+    return root, _everything(root)
+
+
+def test_plain_readers_read_a_compacted_task_whole_and_once(small):
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+
+    root, before = small
+    folder = f"{root}/many/noop"
+    store = Store(root)
+    units = store.files("many", "noop")
+    compact.compact_sweep(root, "many", part_bytes=4 * 2**10)  # several parts
+    assert len(store.part_files("many", "noop")) >= 2 and store.files("many", "noop") == []
+    # units finished after the compaction sit beside the parts; a stale temp file and a
+    # quarantined file are never read
+    Path(units[0]).parent.joinpath(".x.parquet.1.ab.tmp").write_bytes(b"garbage")
+    run_units(validate(DOC).units()[12:15], root, RunConfig(kind="local"))
+    store.quarantine(store.files("many", "noop")[0])
+    want = sorted(before["index"]) + sorted(harness.load(root, task="noop", sweep="many")
+                                            ["index"])[12:]
+    assert len(want) == 14
+
+    assert sorted(pd.read_parquet(folder)["index"]) == want
+    assert sorted(ds.dataset(folder).to_table()["index"].to_pylist()) == want
+    # the queries the README shows
+    got = duckdb.sql(f"SELECT index FROM read_parquet('{folder}/**/*.parquet')").fetchall()
+    assert sorted(r[0] for r in got) == want
+    assert sorted(pl.read_parquet(f"{folder}/**/*.parquet")["index"].to_list()) == want
+
+
+def test_a_part_that_does_not_read_back_never_goes_live(small, monkeypatch):
+    root, before = small
+    store = Store(root)
+    monkeypatch.setattr(compact, "part_problem", lambda footer, counts: "simulated bad read-back")
+    with pytest.raises(compact.CompactError, match="simulated bad read-back"):
+        compact.compact_sweep(root, "many")
+    assert store.part_files("many", "noop") == []
+    assert list(Path(store.compacted_dir("many", "noop")).iterdir()) == []  # no temp left
+    assert len(store.files("many", "noop")) == 12
+    monkeypatch.undo()
+    # the next compaction deletes nothing it was not told it kept
+    assert compact.compact_sweep(root, "many")[0].files == 12
+    pd.testing.assert_frame_equal(_everything(root), before)
+
+
+def test_leftovers_are_deleted_only_when_the_part_holds_their_rows(small, monkeypatch):
+    root, before = small
+    store = Store(root)
+    monkeypatch.setattr(compact, "_delete_files", lambda *a: None)  # a crash after the part
+    compact.compact_sweep(root, "many")
+    monkeypatch.undo()
+    # one leftover unit file now holds two rows, the part one: it is not a copy, keep it
+    odd = store.files("many", "noop")[3]
+    table = pq.read_table(odd)
+    store.write_table("many", "noop", Path(odd).stem, pa.concat_tables([table, table]))
+    stats = compact.compact_sweep(root, "many")[0]
+    assert (stats.leftovers, stats.kept) == (11, 1)
+    assert store.files("many", "noop") == [odd]
+    assert "1 unit files kept" in compact.describe([stats])
+
+
+def test_older_columns_and_zero_row_units_survive_compaction(small):
+    root, before = small
+    store = Store(root)
+    files = store.files("many", "noop")
+    older = pq.read_table(files[0])
+    older = older.append_column("retired_metric", pa.array([2.5], pa.float64()))
+    store.write_table("many", "noop", Path(files[0]).stem, older)
+    empty = pq.read_table(files[1]).slice(0, 0)
+    store.write_table("many", "noop", Path(files[1]).stem, empty)
+
+    stats = compact.compact_sweep(root, "many")[0]
+    assert (stats.files, stats.rows) == (12, 11)
+    (part,) = store.part_files("many", "noop")
+    table = pq.read_table(part)
+    assert table.column("retired_metric").to_pylist().count(2.5) == 1
+    assert table.column("retired_metric").null_count == 10
+    assert store.verify("many", "noop") == []  # the zero-row unit does not make it look corrupt
+    assert store.unit_ids("many", "noop") == set(before["unit_id"])
+    assert store.part_rows(part)[Path(files[1]).stem] == 0
+    # a part whose rows per unit differ from its index is named by verify
+    bad = table.filter(pa.compute.field("unit_id") != Path(files[2]).stem)
+    pq.write_table(bad.replace_schema_metadata(table.schema.metadata), part)
+    assert [r for _, r in store.verify("many", "noop")] == [
+        f"rows per unit differ from its index for 1 unit(s), e.g. {Path(files[2]).stem}: "
+        "0 stored, 1 indexed"]
+
+
+def test_parts_of_the_older_layout_are_read_and_moved(small):
+    root, before = small
+    store = Store(root)
+    compact.compact_sweep(root, "many")
+    new = Path(store.compacted_dir("many", "noop"))
+    new.rename(new.parent / "_compacted")
+    pd.testing.assert_frame_equal(_everything(root), before)
+    assert compact.compact_sweep(root, "many")[0].files == 0
+    assert [Path(p).parent.name for p in store.part_files("many", "noop")] == ["compacted"]
+    assert not (new.parent / "_compacted").exists()
+    pd.testing.assert_frame_equal(_everything(root), before)

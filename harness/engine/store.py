@@ -6,11 +6,17 @@ most a temp file that no reader ever lists. Re-running a unit overwrites its
 own path, so a repeat never duplicates rows. The root is a local path or any
 pyarrow filesystem URI (`file:///…`, `s3://bucket/prefix`, `gs://…`).
 
+Every file is fsynced, and its folder after the rename, before it counts as
+written (local disks), so "done" means durable: a power loss cannot leave an
+empty file that looks finished.
+
 `harness compact` (harness/compact.py) later merges a task's unit files into a
-few parts, `<task>/_compacted/part-*.parquet`, each carrying the ids of its
-units in its footer. Readers take a unit from the parts when it is there and
-from its own file otherwise, so a unit present in both (a compaction stopped
-between writing a part and deleting the files) is read once.
+few parts, `<task>/compacted/part-*.parquet` (a plain folder name, so pandas,
+pyarrow datasets, DuckDB and polars read a task folder whole), each carrying
+the ids and row counts of its units in its footer. Readers take a unit from
+the parts when it is there and from its own file otherwise, so a unit present
+in both (a compaction stopped between writing a part and deleting the files)
+is read once by `load`. Parts of older versions in `_compacted/` are still read.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -37,11 +44,70 @@ MANIFEST = "_sweep.json"
 #: One JSON record per run of a sweep (`<UTC time>-<random>.json`); `_sweep.json` is the latest.
 RUNS = "_runs"
 ARTIFACTS = "_artifacts"
-COMPACTED = "_compacted"
+COMPACTED = "compacted"
+#: Where parts lived before: still read, moved to COMPACTED by the next compaction.
+LEGACY_COMPACTED = "_compacted"
+COMPACTED_DIRS = (COMPACTED, LEGACY_COMPACTED)
 CORRUPT = "_corrupt"
 SUFFIX = ".parquet"
 #: Footer key of a compacted part: the JSON list of the unit ids it holds.
 PART_IDS_KEY = b"harness.unit_ids"
+#: Footer key of a compacted part: the JSON list of each unit's row count (PART_IDS_KEY order).
+PART_ROWS_KEY = b"harness.unit_rows"
+#: Attempts of a read whose files vanish under it (a compaction deleting merged files).
+READ_ATTEMPTS = 3
+
+
+def fsync_path(fs: pafs.FileSystem, path: str) -> None:
+    """Flush a file or folder to disk on a local filesystem.
+
+    Object stores (s3, gcs) are durable once a write returns; on NFS the
+    client commits a file to the server on fsync/close and a rename is a
+    synchronous server operation, so the same sequence holds there.
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def temp_name(path: str) -> str:
+    """A hidden temp path beside `path`, unique per writer (process and call), so two
+    writers of one file never mix bytes; readers never list it."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_file_atomic(fs: pafs.FileSystem, path: str, write: Callable[[Any], None],
+                      check: Callable[[str], None] | None = None) -> str:
+    """Write `path` through a unique temp file: write(stream), fsync, check(temp), rename,
+    fsync the folder. On any error (check's included) the temp file is removed and
+    `path` is untouched."""
+    tmp = temp_name(path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            write(out)
+        fsync_path(fs, tmp)
+        if check is not None:
+            check(tmp)
+        fs.move(tmp, path)
+        fsync_path(fs, posixpath.dirname(path))
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def row_counts(unit_ids: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """Rows per unit id of a `unit_id` column."""
+    counts = pc.value_counts(unit_ids)
+    return {str(v): int(c) for v, c in zip(counts.field(0).to_pylist(),
+                                            counts.field(1).to_pylist())}
 
 
 def _is_result_file(name: str) -> bool:
@@ -56,6 +122,21 @@ def checked_format() -> ds.ParquetFileFormat:
     """Parquet reads that verify page checksums, so a garbled page is an error, not data."""
     return ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
         page_checksum_verification=True))
+
+
+def part_problem(footer: dict[bytes, bytes], counts: dict[str, int]) -> str | None:
+    """Why a part whose rows count `counts` per unit disagrees with its footer index, or None."""
+    if PART_IDS_KEY not in footer:
+        return "compacted part without its unit-id index"
+    ids = json.loads(footer[PART_IDS_KEY])
+    if PART_ROWS_KEY not in footer:  # an older part: ids only (a zero-row unit has none)
+        return None if set(counts) <= set(ids) else "unit ids differ from its index"
+    expected = {u: n for u, n in zip(ids, json.loads(footer[PART_ROWS_KEY])) if n}
+    if counts != expected:
+        wrong = sorted(u for u in set(counts) | set(expected) if counts.get(u) != expected.get(u))
+        return (f"rows per unit differ from its index for {len(wrong)} unit(s), e.g. {wrong[0]}: "
+                f"{counts.get(wrong[0], 0)} stored, {expected.get(wrong[0], 0)} indexed")
+    return None
 
 
 class CorruptResultError(OSError):
@@ -85,8 +166,8 @@ class Store:
     def unit_path(self, sweep: str, task: str, unit_id: str) -> str:
         return posixpath.join(self.dir(sweep, task), unit_id + SUFFIX)
 
-    def compacted_dir(self, sweep: str, task: str) -> str:
-        return posixpath.join(self.dir(sweep, task), COMPACTED)
+    def compacted_dir(self, sweep: str, task: str, name: str = COMPACTED) -> str:
+        return posixpath.join(self.dir(sweep, task), name)
 
     def artifact_dir(self, sweep: str, task: str, unit_id: str) -> str:
         """Where a unit keeps its files (checkpoints), as a path or URI like the root."""
@@ -111,8 +192,9 @@ class Store:
         return [i.path for i in self.file_infos(sweep, task)]
 
     def part_files(self, sweep: str, task: str) -> list[str]:
-        """Compacted parts of a task, oldest name first."""
-        return sorted(i.path for i in self._list(self.compacted_dir(sweep, task))
+        """Compacted parts of a task (legacy `_compacted/` ones included), by path."""
+        return sorted(i.path for d in COMPACTED_DIRS
+                      for i in self._list(self.compacted_dir(sweep, task, d))
                       if i.type == pafs.FileType.File and _is_result_file(i.base_name))
 
     def part_ids(self, path: str) -> list[str]:
@@ -123,6 +205,15 @@ class Store:
             raise ValueError(f"{path}: compacted part without its unit-id index "
                              f"(footer key {PART_IDS_KEY.decode()})")
         return json.loads(meta[PART_IDS_KEY])
+
+    def part_rows(self, path: str) -> dict[str, int] | None:
+        """unit id -> row count of a compacted part, from its footer (None: an older part
+        that recorded ids only)."""
+        with self.fs.open_input_file(path) as f:
+            meta = pq.read_schema(f).metadata or {}
+        if PART_ROWS_KEY not in meta:
+            return None
+        return dict(zip(json.loads(meta[PART_IDS_KEY]), json.loads(meta[PART_ROWS_KEY])))
 
     def compacted_index(self, sweep: str, task: str) -> dict[str, str]:
         """unit id -> the first part (by name) that holds it."""
@@ -180,45 +271,24 @@ class Store:
         return self.write_atomic(self.dir(sweep, task), unit_id + SUFFIX, table)
 
     def write_atomic(self, directory: str, name: str, table: pa.Table | Iterable[pa.Table],
-                     schema: pa.Schema | None = None, sync: bool = False) -> str:
-        """Write one Parquet file (with page checksums) under a temp name, then rename it.
+                     schema: pa.Schema | None = None,
+                     check: Callable[[str], None] | None = None) -> str:
+        """Write one Parquet file (with page checksums) under a unique temp name, fsync it,
+        run `check(temp path)` if given (it raises to refuse the file), rename, fsync the folder.
 
-        `table` may be an iterable of tables, each written as its own row
-        group(s). `sync` flushes the file and its directory to disk first on a
-        local filesystem, for callers that delete other copies afterwards.
+        `table` may be an iterable of tables, each written as its own row group(s).
         """
         self.make_dir(directory)
-        final = posixpath.join(directory, name)
-        tmp = posixpath.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with self.fs.open_output_stream(tmp) as out:
-                if isinstance(table, pa.Table):
-                    pq.write_table(table, out, write_page_checksum=True)
-                else:
-                    with pq.ParquetWriter(out, schema, write_page_checksum=True) as writer:
-                        for piece in table:
-                            writer.write_table(piece)
-            if sync:
-                self._fsync(tmp)
-            self.fs.move(tmp, final)
-            if sync:
-                self._fsync(directory)
-        except BaseException:
-            try:
-                self.fs.delete_file(tmp)
-            except (OSError, FileNotFoundError):
-                pass
-            raise
-        return final
 
-    def _fsync(self, path: str) -> None:
-        """Durability on local disks; object stores are durable once a write returns."""
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        def write(out: Any) -> None:
+            if isinstance(table, pa.Table):
+                pq.write_table(table, out, write_page_checksum=True)
+            else:
+                with pq.ParquetWriter(out, schema, write_page_checksum=True) as writer:
+                    for piece in table:
+                        writer.write_table(piece)
+
+        return write_file_atomic(self.fs, posixpath.join(directory, name), write, check)
 
     def write_failure(self, sweep: str, unit_id: str, table: pa.Table) -> str:
         return self.write_table(sweep, FAILURES_TABLE, unit_id, table)
@@ -239,11 +309,7 @@ class Store:
         record = posixpath.join(directory, RUNS, f"{stamp}-{uuid.uuid4().hex[:8]}.json")
         for path in (record, posixpath.join(directory, MANIFEST)):
             self.fs.create_dir(posixpath.dirname(path), recursive=True)
-            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}."
-                                 f"{uuid.uuid4().hex[:8]}.tmp")
-            with self.fs.open_output_stream(tmp) as out:
-                out.write(text)
-            self.fs.move(tmp, path)
+            write_file_atomic(self.fs, path, lambda out: out.write(text))
         return record
 
     def read_runs(self, sweep: str) -> list[dict[str, Any]]:
@@ -268,21 +334,18 @@ class Store:
         """Why a stored file cannot be trusted, or None when it reads back whole.
 
         A unit file must parse, pass its page checksums and hold only its own
-        unit id; a part must parse, pass its checksums and carry its id index.
+        unit id; a part must parse, pass its checksums and hold exactly the
+        rows per unit its footer index records (a unit of zero rows included).
         """
         try:
             with self.fs.open_input_file(path) as f:
                 table = pq.read_table(f, page_checksum_verification=True)
         except (OSError, pa.ArrowException, ValueError) as exc:
             return f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        if posixpath.basename(posixpath.dirname(path)) == COMPACTED:
-            ids = (table.schema.metadata or {}).get(PART_IDS_KEY)
-            if ids is None:
-                return "compacted part without its unit-id index"
-            stored = set(table.column("unit_id").unique().to_pylist())
-            return None if stored == set(json.loads(ids)) else "unit ids differ from its index"
         if "unit_id" not in table.column_names:
             return "no unit_id column"
+        if posixpath.basename(posixpath.dirname(path)) in COMPACTED_DIRS:
+            return part_problem(table.schema.metadata or {}, row_counts(table.column("unit_id")))
         stored = set(table.column("unit_id").unique().to_pylist())
         return None if stored <= {unit_id_of(path)} else f"holds rows of units {sorted(stored)}"
 
@@ -297,7 +360,7 @@ class Store:
     def quarantine(self, path: str) -> str:
         """Move a bad file to `<task>/_corrupt/` (kept for inspection); its units become pending."""
         directory = posixpath.dirname(path)
-        if posixpath.basename(directory) == COMPACTED:
+        if posixpath.basename(directory) in COMPACTED_DIRS:
             directory = posixpath.dirname(directory)
         target_dir = posixpath.join(directory, CORRUPT)
         self.fs.create_dir(target_dir, recursive=True)
@@ -313,11 +376,24 @@ class Store:
         """Every stored row of a task (each unit once); None if there are none.
 
         Each filter is `column=value` or `column=[values…]`, pushed down to the scan.
+        A file that vanishes between listing and reading (a compaction merged it into a
+        part) is not an error: the listing is taken again, up to READ_ATTEMPTS times.
         """
-        import pyarrow.compute as pc
-
         sweeps = self.sweeps() if sweep is None else ([sweep] if isinstance(sweep, str) else sweep)
-        groups = [g for s in sweeps for g in self.scan_groups(s, task)]
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            groups = [g for s in sweeps for g in self.scan_groups(s, task)]
+            try:
+                return self._read_groups(groups, task, schema, columns, filters)
+            except (OSError, pa.ArrowException):
+                vanished = any(self.fs.get_file_info(p).type == pafs.FileType.NotFound
+                               for g in groups for p in g.paths)
+                if not vanished or attempt == READ_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_groups(self, groups: list[ScanGroup], task: str, schema: pa.Schema | None,
+                     columns: list[str] | None, filters: dict[str, Any] | None
+                     ) -> pa.Table | None:
         if not groups:
             return None
         datasets = [ds.dataset(g.paths, filesystem=self.fs, format=checked_format(),
