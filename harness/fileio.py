@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -21,14 +24,58 @@ def resolve_root(root: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
+def fsync_path(fs: pafs.FileSystem, path: str) -> None:
+    """Flush a file or folder to disk on a local filesystem.
+
+    Object stores (s3, gcs) are durable once a write returns; on NFS the
+    client commits a file to the server on fsync/close and a rename is a
+    synchronous server operation, so the same sequence holds there.
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def temp_name(path: str) -> str:
+    """A hidden temp path beside `path`, unique per writer (process and call), so two
+    writers of one file never mix bytes; readers never list it."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_file_atomic(fs: pafs.FileSystem, path: str, write: Callable[[Any], None],
+                      check: Callable[[str], None] | None = None) -> str:
+    """Write `path` through a unique temp file: write(stream), fsync, check(temp), rename,
+    fsync the folder. On any error (check's included) the temp file is removed and
+    `path` is untouched."""
+    tmp = temp_name(path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            write(out)
+        fsync_path(fs, tmp)
+        if check is not None:
+            check(tmp)
+        fs.move(tmp, path)
+        fsync_path(fs, posixpath.dirname(path))
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write a file atomically (temp name, then rename) on any pyarrow filesystem."""
+    """Write a file atomically on any pyarrow filesystem: a temp name unique to this writer
+    (two writers of one artifact, e.g. a timed-out actor beside its retry, never mix bytes),
+    fsync, rename, fsync the folder; the temp file is removed on error."""
     fs, path = resolve_root(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
+    write_file_atomic(fs, path, lambda out: out.write(data))
 
 
 def read_bytes(uri: str) -> bytes:

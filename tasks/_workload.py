@@ -108,7 +108,9 @@ def cached_model(ctx: UnitContext, name: str, num_classes: int, seed: int,
             model = build_model(name, num_classes, **args)
         return model.to(ctx.device).eval()
 
-    key = ("checkpoint", checkpoint) if checkpoint else ("model", name, num_classes, seed, args)
+    # A foreign checkpoint is rebuilt from the unit's architecture: the key holds it too.
+    key = (("checkpoint", checkpoint, name, num_classes, args) if checkpoint
+           else ("model", name, num_classes, seed, args))
     return ctx.cache.get(key, build)
 
 

@@ -74,3 +74,54 @@ def test_missing_sidecar_and_wrong_architecture_are_clear(tmp_path):
     (tmp_path / "a.json").write_text(sidecar)
     with pytest.raises(CheckpointError, match="does not fit resnet18"):
         load_checkpoint(path)
+
+
+def test_artifact_writes_use_unique_temps_and_clean_up(tmp_path, monkeypatch):
+    """A second writer of the same artifact (a retry beside its timed-out first attempt)
+    finishes while the first is between write and rename: neither sees the other's bytes."""
+    from harness import fileio as store
+    from harness.fileio import read_bytes, write_bytes
+
+    target = str(tmp_path / "art" / "eigenvectors.safetensors")
+    temps: list[str] = []
+    real = store.fsync_path
+
+    def second_writer_meanwhile(fs, path):
+        real(fs, path)
+        if path.endswith(".tmp"):
+            temps.append(path)
+            if len(temps) == 1:
+                write_bytes(target, b"B" * 1000)
+
+    monkeypatch.setattr(store, "fsync_path", second_writer_meanwhile)
+    write_bytes(target, b"A" * 10)
+    assert read_bytes(target) == b"A" * 10  # whole, from the last rename
+    assert len(set(temps)) == 2
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["eigenvectors.safetensors"]
+
+    with pytest.raises(TypeError):
+        write_bytes(str(tmp_path / "art" / "x.bin"), "not bytes")  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["eigenvectors.safetensors"]
+
+
+def test_foreign_checkpoint_models_are_cached_per_architecture(monkeypatch):
+    """Two units naming one .pt with different model_args get their own model."""
+    from harness.engine.context import UnitContext, WorkerCache
+    from harness.models import checkpoints
+    from tasks._workload import cached_model
+
+    built = []
+
+    def fake_load(path, model, model_args, num_classes):
+        built.append(dict(model_args))
+        net = torch.nn.Linear(1, 1)
+        net.args = dict(model_args)
+        return net, {"num_classes": num_classes}
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", fake_load)
+    ctx = UnitContext(device=torch.device("cpu"), cache=WorkerCache(8), seed=0, unit_id="ab")
+    a = cached_model(ctx, "vit_tiny", 10, 0, {"depth": 2}, checkpoint="/w.pt")
+    b = cached_model(ctx, "vit_tiny", 10, 0, {"depth": 4}, checkpoint="/w.pt")
+    again = cached_model(ctx, "vit_tiny", 10, 1, {"depth": 2}, checkpoint="/w.pt")
+    assert (a.args, b.args) == ({"depth": 2}, {"depth": 4})
+    assert again is a and built == [{"depth": 2}, {"depth": 4}]

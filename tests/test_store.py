@@ -76,3 +76,46 @@ def test_atomic_write_leaves_no_temp_on_error(tmp_path):
     with pytest.raises(TypeError):
         store.write_table("s", "t", "u1", "not a table")  # type: ignore[arg-type]
     assert list((tmp_path / "s" / "t").iterdir()) == []
+
+
+def test_a_unit_file_is_durable_before_it_counts_as_done(tmp_path, monkeypatch):
+    """fsync of the file under its temp name, then rename, then fsync of the folder."""
+    import os
+
+    import pyarrow as pa
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store = Store(str(tmp_path))
+    path = store.write_table("s", "t", "u1", pa.table({"unit_id": ["u1"]}))
+    folder = str(tmp_path / "s" / "t")
+    assert len(synced) == 2
+    assert os.path.dirname(synced[0]) == folder and synced[0].endswith(".tmp")
+    assert synced[1] == folder and os.listdir(folder) == ["u1.parquet"] == [os.path.basename(path)]
+
+
+def test_a_file_that_vanishes_during_load_is_not_corrupt(noop_results, monkeypatch):
+    """A compaction merges and deletes unit files between load's listing and its read."""
+    from harness.engine import compact
+
+    root, units = noop_results
+    real = Store.scan_groups
+    calls = []
+
+    def listing_then_compaction(self, sweep, task):
+        groups = real(self, sweep, task)
+        if not calls:
+            compact.compact_sweep(str(root), "st")
+        calls.append(len(groups))
+        return groups
+
+    monkeypatch.setattr(Store, "scan_groups", listing_then_compaction)
+    df = harness.load(str(root), task="noop", sweep="st")
+    assert sorted(df["unit_id"]) == sorted(u.unit_id for u in units)
+    assert len(calls) == 2  # listed again once, after the first read found files gone

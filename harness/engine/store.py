@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import posixpath
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from harness.engine.schema import FAILURES_TABLE
-from harness.fileio import resolve_root
+from harness.fileio import fsync_path, resolve_root, temp_name, write_file_atomic  # noqa: F401
 
 MANIFEST = "_sweep.json"
 #: One JSON record per run of a sweep (`<UTC time>-<random>.json`); `_sweep.json` is the latest.
@@ -56,51 +55,6 @@ PART_IDS_KEY = b"harness.unit_ids"
 PART_ROWS_KEY = b"harness.unit_rows"
 #: Attempts of a read whose files vanish under it (a compaction deleting merged files).
 READ_ATTEMPTS = 3
-
-
-def fsync_path(fs: pafs.FileSystem, path: str) -> None:
-    """Flush a file or folder to disk on a local filesystem.
-
-    Object stores (s3, gcs) are durable once a write returns; on NFS the
-    client commits a file to the server on fsync/close and a rename is a
-    synchronous server operation, so the same sequence holds there.
-    """
-    if isinstance(fs, pafs.LocalFileSystem):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def temp_name(path: str) -> str:
-    """A hidden temp path beside `path`, unique per writer (process and call), so two
-    writers of one file never mix bytes; readers never list it."""
-    directory, name = posixpath.split(path)
-    return posixpath.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def write_file_atomic(fs: pafs.FileSystem, path: str, write: Callable[[Any], None],
-                      check: Callable[[str], None] | None = None) -> str:
-    """Write `path` through a unique temp file: write(stream), fsync, check(temp), rename,
-    fsync the folder. On any error (check's included) the temp file is removed and
-    `path` is untouched."""
-    tmp = temp_name(path)
-    try:
-        with fs.open_output_stream(tmp) as out:
-            write(out)
-        fsync_path(fs, tmp)
-        if check is not None:
-            check(tmp)
-        fs.move(tmp, path)
-        fsync_path(fs, posixpath.dirname(path))
-    except BaseException:
-        try:
-            fs.delete_file(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def row_counts(unit_ids: pa.ChunkedArray | pa.Array) -> dict[str, int]:
