@@ -285,3 +285,28 @@ def test_gpu_memory_cap_for_fractional_workers():
     assert [cap_gpu_memory(g, fake()) for g in (0.0, 1.0, 2.0)] == [None, None, None]
     assert cap_gpu_memory(0.5, fake(available=False)) is None
     assert calls == []
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_a_timeout_after_the_write_does_not_fail_the_unit(tmp_path, monkeypatch, where):
+    """The alarm fires after the unit's file is stored: inside the runner (clearing an old
+    failure) or outside it (returning the outcome). The unit is done, not failed."""
+    from harness import runner as runner_module
+    from harness.store import Store
+
+    if where == "inside":
+        monkeypatch.setattr(Store, "clear_failure", lambda *a: time.sleep(5))
+    else:
+        real = runner_module.UnitRunner.run
+
+        def slow_return(self, unit, attempt=1):
+            outcome = real(self, unit, attempt)
+            time.sleep(5)
+            return outcome
+
+        monkeypatch.setattr(runner_module.UnitRunner, "run", slow_return)
+    summary = run_units(validate(_noop("w", {"index": [0]})).units(), str(tmp_path),
+                        RunConfig(kind="local", unit_timeout=0.5))
+    assert (summary.done, summary.failed) == (1, 0)
+    assert harness.load(str(tmp_path), task="_failures").empty
+    assert len(harness.load(str(tmp_path), task="noop")) == 1

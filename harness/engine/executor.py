@@ -25,7 +25,14 @@ from contextlib import contextmanager
 import torch
 
 from harness.engine.progress import Progress
-from harness.engine.runner import Outcome, UnitRunner, UnitTimeout, driver_meta, record_failure
+from harness.engine.runner import (
+    Outcome,
+    UnitRunner,
+    UnitTimeout,
+    driver_meta,
+    record_failure,
+    stored_outcome,
+)
 from harness.engine.errors import ExecutorError
 from harness.engine.run_config import RunConfig, RunSummary, retry_failed
 from harness.engine.units import WorkUnit
@@ -113,9 +120,11 @@ def _run_local(units: list[WorkUnit], results_root: str, config: RunConfig,
             with _alarm(config.unit_timeout):
                 outcome = runner.run(unit, attempt)
         except UnitTimeout as exc:  # fired outside the unit's own try block
-            record_failure(runner.store, unit, exc, "", driver_meta(attempt))
-            outcome = Outcome(unit.unit_id, False, error=str(exc), node_id=runner.node_id,
-                              error_type="UnitTimeout")
+            outcome = stored_outcome(runner.store, unit, runner.node_id) or Outcome(
+                unit.unit_id, False, error=str(exc), node_id=runner.node_id,
+                error_type="UnitTimeout")
+            if not outcome.ok:
+                record_failure(runner.store, unit, exc, "", driver_meta(attempt))
         if retry_failed(outcome, attempt, config):
             summary.retried += 1
             queue.append((unit, attempt + 1))

@@ -33,7 +33,13 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from harness.engine.errors import ExecutorError
 from harness.engine.run_config import RunConfig, RunSummary, retry_failed
-from harness.engine.runner import Outcome, UnitTimeout, driver_meta, record_failure
+from harness.engine.runner import (
+    Outcome,
+    UnitTimeout,
+    driver_meta,
+    record_failure,
+    stored_outcome,
+)
 from harness.engine.store import Store
 from harness.engine.units import WorkUnit
 
@@ -260,9 +266,10 @@ class _Pool:
             self._replace(slot, exc, charge=True)
             return
         except RayTaskError as exc:  # an error outside the unit's own try block
-            record_failure(self.store, unit, exc, str(exc), driver_meta(attempt))
-            result = Outcome(unit.unit_id, False, error=str(exc).splitlines()[0],
-                             error_type="RayTaskError")
+            result = stored_outcome(self.store, unit) or Outcome(
+                unit.unit_id, False, error=str(exc).splitlines()[0], error_type="RayTaskError")
+            if not result.ok:
+                record_failure(self.store, unit, exc, str(exc), driver_meta(attempt))
             batch.next += 1
             self._requeue(batch.units[batch.next:])
             self._advance(slot, finished=True)
@@ -336,11 +343,14 @@ class _Pool:
             unit, attempt = batch.units[batch.next]
             exc = UnitTimeout(f"unit ran past unit_timeout={limit:g}s; its worker was replaced")
             log.warning("unit %s ran past %gs; replacing its worker", unit.unit_id, limit)
-            record_failure(self.store, unit, exc, "", driver_meta(attempt))
+            # its rows may be stored already (the actor stalled after the write): then it is done
+            result = stored_outcome(self.store, unit) or Outcome(
+                unit.unit_id, False, error=str(exc), error_type="UnitTimeout")
+            if not result.ok:
+                record_failure(self.store, unit, exc, "", driver_meta(attempt))
             self._requeue([u for b in slot.batches for u in b.units[b.next:]][1:])
             self._restart(slot)
-            self._settle(unit, attempt, Outcome(unit.unit_id, False, error=str(exc),
-                                                error_type="UnitTimeout"))
+            self._settle(unit, attempt, result)
 
     def run(self) -> None:
         while self.queue or any(s.batches for s in self.slots):

@@ -89,6 +89,9 @@ class UnitRunner:
             return Outcome(unit.unit_id, True, table.num_rows, path, node_id=self.node_id,
                            seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - every unit error is recorded, none escapes
+            done = stored_outcome(self.store, unit, self.node_id, time.perf_counter() - started)
+            if done is not None:  # e.g. a timeout while clearing an old failure: rows are stored
+                return done
             if isinstance(exc, OOM_ERRORS):
                 self.release_memory()
             message = f"{type(exc).__name__}: {exc}"
@@ -114,6 +117,21 @@ def unit_precision(unit: WorkUnit) -> Any:
     """
     precision = unit.params.get("precision")
     return nullcontext() if precision is None else float32_precision(precision)
+
+
+def stored_outcome(store: Store, unit: WorkUnit, node_id: str = "", seconds: float = 0.0
+                   ) -> Outcome | None:
+    """The success of a unit whose file is stored, else None.
+
+    Only pending units run, so a file means this run wrote it: a timeout or
+    error that comes after the write (clearing an old failure record, yielding
+    the outcome) must not record the unit as failed.
+    """
+    rows = store.unit_rows(unit.sweep, unit.task, unit.unit_id)
+    if rows is None:
+        return None
+    return Outcome(unit.unit_id, True, rows, store.unit_path(unit.sweep, unit.task, unit.unit_id),
+                   node_id=node_id, seconds=seconds)
 
 
 def record_failure(store: Store, unit: WorkUnit, exc: BaseException | str, tb: str,

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import posixpath
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -119,6 +120,14 @@ class Store:
 
     def unit_path(self, sweep: str, task: str, unit_id: str) -> str:
         return posixpath.join(self.dir(sweep, task), unit_id + SUFFIX)
+
+    def unit_rows(self, sweep: str, task: str, unit_id: str) -> int | None:
+        """Rows of a unit's own file, None when it has none (footer only, no data read)."""
+        try:
+            with self.fs.open_input_file(self.unit_path(sweep, task, unit_id)) as f:
+                return pq.read_metadata(f).num_rows
+        except FileNotFoundError:
+            return None
 
     def compacted_dir(self, sweep: str, task: str, name: str = COMPACTED) -> str:
         return posixpath.join(self.dir(sweep, task), name)
