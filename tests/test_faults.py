@@ -310,3 +310,20 @@ def test_a_timeout_after_the_write_does_not_fail_the_unit(tmp_path, monkeypatch,
     assert (summary.done, summary.failed) == (1, 0)
     assert harness.load(str(tmp_path), task="_failures").empty
     assert len(harness.load(str(tmp_path), task="noop")) == 1
+
+
+def test_ray_pool_gives_up_when_no_worker_can_start(tmp_path, ray_session):
+    """Workers asking for GPUs the cluster lacks: a bounded wait, then what was asked and had."""
+    from harness.executor import ExecutorError
+
+    started = time.monotonic()
+    with pytest.raises(ExecutorError) as err:
+        run_units(validate(_noop("ns", {"index": [0, 1]})).units(), str(tmp_path),
+                  RunConfig(kind="ray", workers=2, num_gpus=1, start_timeout=3.0))
+    assert time.monotonic() - started < 60
+    message = str(err.value)
+    assert "start_timeout=3s" in message
+    assert "2 worker(s) of num_cpus=1, num_gpus=1 each" in message
+    cpus = ray_session.cluster_resources()["CPU"]
+    assert f"the cluster has CPU {cpus:g}, GPU 0" in message
+    assert not list(tmp_path.rglob("*.parquet"))

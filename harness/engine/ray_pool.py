@@ -152,6 +152,21 @@ def batch_size(unit_s: float | None, max_batch: int, queued: int, places: int) -
     return max(1, min(size, math.ceil(queued / max(places, 1))))
 
 
+def no_start_message(config: RunConfig, workers: int, total: dict[str, float],
+                     free: dict[str, float]) -> str:
+    """What was asked for and what the cluster has, when no worker actor could start."""
+    def show(resources: dict[str, float]) -> str:
+        shown = [f"CPU {resources.get('CPU', 0):g}", f"GPU {resources.get('GPU', 0):g}"]
+        if "memory" in resources:
+            shown.append(f"memory {resources['memory'] / 2**30:.1f} GiB")
+        return ", ".join(shown)
+
+    return (f"no worker actor started within start_timeout={config.start_timeout:g}s: asked for "
+            f"{workers} worker(s) of num_cpus={config.num_cpus:g}, num_gpus={config.num_gpus:g} "
+            f"each; the cluster has {show(total)} in all, {show(free)} free. Lower num_cpus / "
+            "num_gpus or workers, add nodes, or raise executor.start_timeout (`ray status`)")
+
+
 @dataclass
 class _Batch:
     units: list[tuple[WorkUnit, int]]
@@ -187,6 +202,7 @@ class _Pool:
         self.deaths_since_success = 0
         self.started = time.perf_counter()
         self.warned = False
+        self.none_ready_since: float | None = self.started
 
     def _spawn(self) -> _Slot:
         actor = self.remote.remote(self.results_root, self.config.num_gpus, self.config.num_cpus)
@@ -231,7 +247,21 @@ class _Pool:
                 self._on_ready(slot)
             else:
                 self._on_stream(slot)
+        self._check_start()
         self._check_timeouts()
+
+    def _check_start(self) -> None:
+        """Give up when no actor has been up for `start_timeout` (none can be placed)."""
+        now = time.perf_counter()
+        if any(s.ready is None for s in self.slots):
+            self.none_ready_since = None
+            return
+        if self.none_ready_since is None:
+            self.none_ready_since = now
+        elif now - self.none_ready_since > self.config.start_timeout:
+            raise ExecutorError(no_start_message(self.config, len(self.slots),
+                                                 ray.cluster_resources(),
+                                                 ray.available_resources()))
 
     def _wait_s(self) -> float:
         wait = 1.0

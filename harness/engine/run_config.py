@@ -19,6 +19,8 @@ class RunConfig:
     unit_timeout: seconds a unit may run before it is stopped (0: no limit).
     max_batch: most units sent to an actor in one call; batches shrink to one
         unit when units are long, so long units still spread over the workers.
+    start_timeout: seconds the Ray pool waits with no worker started (none yet, or
+        every one lost and none of the replacements up) before it gives up.
     """
 
     kind: str = "ray"
@@ -31,6 +33,7 @@ class RunConfig:
     retry_failures: int = 0
     unit_timeout: float = 0.0
     max_batch: int = 64
+    start_timeout: float = 600.0
     address: str | None = None
 
 

@@ -47,6 +47,9 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
     Param("unit_timeout", float, 0.0, "seconds a unit may run before it is stopped (0: no limit)",
           min=0.0),
     Param("max_batch", int, 64, "most units per actor call (short units are batched)", min=1),
+    Param("start_timeout", float, 600.0, "seconds the Ray pool waits for its first worker to "
+          "start before it stops with what it asked for and what the cluster has", min=0.0,
+          min_exclusive=True),
     Param("device", str, "auto", "torch device for the local executor",
           choices=("auto", "cpu", "cuda")),
 )
