@@ -419,6 +419,11 @@ def check(params: dict[str, Any]) -> list[str]:
     if params["shards"] > 1 and params["scope"] != "full":
         errors.append("shards: data-parallel products are for scope full (one minibatch is one "
                       "shard)")
+    batches = math.ceil(params["num_samples"] / params["batch_size"])
+    if params["shards"] > batches:
+        errors.append(f"shards: {params['shards']} shards need at least as many batches; "
+                      f"num_samples {params['num_samples']} / batch_size {params['batch_size']} "
+                      f"make {batches}: lower shards or batch_size")
     return errors
 
 

@@ -4,6 +4,7 @@ curvlinops; the data-parallel operator; HVPs on the zoo's transformers; the task
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import pytest
@@ -416,3 +417,37 @@ def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
     assert np.allclose(eig["value"], local_eig.values, rtol=1e-3)
     assert (df["hvp_method_used"] == "retained x2 shards").all() and (df["n_samples"] == 60).all()
     assert df.loc[df.quantity == "trace", "hvps"].item() == 4
+
+
+@pytest.mark.slow
+def test_sharded_hessian_cleans_up_and_names_too_many_shards(ray_session):
+    from harness.hessian_parallel import ShardedHessian, shard_batches
+
+    def loss(out, target):
+        return torch.nn.functional.cross_entropy(out, target)
+
+    def _disagreeing_builder(shard, shards, device):  # a closure: pickled by value for Ray
+        """Shard 1 builds a wider model than shard 0: construction fails and cleans up."""
+        batch = (torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+        return torch.nn.Linear(3, 2 + shard).eval(), [batch], loss, [0.5]
+
+    def _one_batch_builder(shard, shards, device):
+        mine, weights = shard_batches([(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))],
+                                      shard, shards)
+        return torch.nn.Linear(3, 2).eval(), mine, loss, weights
+
+    def free_cpus() -> float:  # shard actors hold 0.25 CPU each while they live
+        return ray_session.available_resources().get("CPU", 0)
+
+    before = free_cpus()
+    with pytest.raises(RuntimeError, match=r"disagree on the parameter count: \[8, 12\]"):
+        ShardedHessian(_disagreeing_builder, 2, num_cpus=0.25)
+    with pytest.raises(RuntimeError, match=r"shards=2 but the data make only 1 batch"):
+        ShardedHessian(_one_batch_builder, 2, num_cpus=0.25)
+    deadline = time.monotonic() + 30
+    while free_cpus() < before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert free_cpus() == before
+    # and the sweep says so at validation, before any actor starts
+    with pytest.raises(SpecError, match="shards: 4 shards need at least as many batches"):
+        validate(hessian_doc(scope="full", num_samples=40, batch_size=16, shards=4))

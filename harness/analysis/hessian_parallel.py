@@ -89,24 +89,14 @@ class ShardedHessian:
         remote = ray.remote(ShardActor).options(num_cpus=num_cpus, num_gpus=num_gpus,
                                                 max_concurrency=1, max_restarts=0)
         self._ray = ray
-        self.actors = [remote.remote(builder, i, shards, method, num_cpus, num_gpus)
-                       for i in range(shards)]
-        try:
-            infos = ray.get([a.info.remote() for a in self.actors], timeout=start_timeout)
-        except GetTimeoutError:
-            free = ray.available_resources()
-            self.close()
-            raise RuntimeError(
-                f"{shards} shard actors (num_cpus={num_cpus}, num_gpus={num_gpus} each) did not "
-                f"start within {start_timeout:.0f} s; free now: CPU {free.get('CPU', 0):g}, GPU "
-                f"{free.get('GPU', 0):g}. Leave room for them (fewer pool workers, e.g. "
-                "executor.workers 1 with num_gpus 0) or lower shard_num_cpus / shard_num_gpus"
-            ) from None
-        except Exception:
+        self.actors: list[Any] = []
+        try:  # whatever fails from here on (a Ctrl-C included), no shard actor outlives it
+            for i in range(shards):
+                self.actors.append(remote.remote(builder, i, shards, method, num_cpus, num_gpus))
+            infos = self._start(shards, num_cpus, num_gpus, start_timeout, GetTimeoutError)
+        except BaseException:
             self.close()
             raise
-        if len({i["n"] for i in infos}) != 1:
-            raise RuntimeError(f"shards disagree on the parameter count: {[i['n'] for i in infos]}")
         self.n = int(infos[0]["n"])
         self.num_samples = sum(int(i["num_samples"]) for i in infos)
         self.dtype = getattr(torch, infos[0]["dtype"])
@@ -116,6 +106,29 @@ class ShardedHessian:
         self.shapes: list[tuple[int, ...]] = [tuple(s) for s in infos[0]["shapes"]]
         self.method = method
         self.hvps = 0
+
+    def _start(self, shards: int, num_cpus: float, num_gpus: float, start_timeout: float,
+               timeout_error: type[Exception]) -> list[dict[str, Any]]:
+        """Every shard's info once it is built; a clear error when one cannot start or build."""
+        from ray.exceptions import RayActorError
+
+        try:
+            infos = self._ray.get([a.info.remote() for a in self.actors], timeout=start_timeout)
+        except timeout_error:
+            free = self._ray.available_resources()
+            raise RuntimeError(
+                f"{shards} shard actors (num_cpus={num_cpus}, num_gpus={num_gpus} each) did not "
+                f"start within {start_timeout:.0f} s; free now: CPU {free.get('CPU', 0):g}, GPU "
+                f"{free.get('GPU', 0):g}. Leave room for them (fewer pool workers, e.g. "
+                "executor.workers 1 with num_gpus 0) or lower shard_num_cpus / shard_num_gpus"
+            ) from None
+        except RayActorError as exc:  # the builder raised inside an actor: say what it said
+            cause = [line for line in str(exc).splitlines() if "Error:" in line]
+            raise RuntimeError(f"a shard actor could not build its shard: "
+                               f"{cause[-1].strip() if cause else exc}") from exc
+        if len({i["n"] for i in infos}) != 1:
+            raise RuntimeError(f"shards disagree on the parameter count: {[i['n'] for i in infos]}")
+        return infos
 
     def _gather(self, call: str, array: np.ndarray) -> torch.Tensor:
         ref = self._ray.put(array)
@@ -160,6 +173,10 @@ class ShardedHessian:
 def shard_batches(batches: Sequence[Batch], shard: int, shards: int
                   ) -> tuple[list[Batch], list[float]]:
     """Round-robin shard `shard` of `shards` and its weights n_k / N over all batches."""
+    if shards > len(batches):
+        raise ValueError(f"shards={shards} but the data make only {len(batches)} batch(es): "
+                         f"shard {shard} would hold none; use shards <= {len(batches)} (or a "
+                         "smaller batch_size)")
     total = sum(len(b[0]) for b in batches)
     mine = list(batches[shard::shards])
     return mine, [len(b[0]) / total for b in mine]
