@@ -24,6 +24,29 @@ def resolve_root(root: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
+def _root_prefix(root: str) -> str:
+    """How paths under the results root begin (a URI keeps its scheme), ending in '/'."""
+    return (root if "://" in root else os.path.abspath(root)).rstrip("/") + "/"
+
+
+def relative_to_root(root: str, path: str) -> str:
+    """`path` relative to the results root when it lies under it, else unchanged.
+
+    Rows store artifact paths this way, so a results tree can be moved or copied
+    (NFS to a laptop, local to s3) and unit ids that hash them do not change.
+    """
+    prefix = _root_prefix(root)
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def resolve_in_root(root: str, path: str) -> str:
+    """A path param or a stored artifact path as a file to open: a relative one is joined to
+    the results root; absolute paths and URIs are used as they are; "" stays ""."""
+    if not path or "://" in path or path.startswith("/"):
+        return path
+    return _root_prefix(root) + path
+
+
 def fsync_path(fs: pafs.FileSystem, path: str) -> None:
     """Flush a file or folder to disk on a local filesystem.
 

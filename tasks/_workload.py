@@ -48,7 +48,8 @@ MODEL_PARAMS: tuple[Param, ...] = (
 #: Weights to load, for every task that can take a checkpoint instead of a fresh model.
 CHECKPOINT_PARAM = Param(
     "checkpoint", str, "", "weights to load: a .safetensors harness checkpoint, a .pt/.pth "
-    "state dict (then `model` is required), or sweep:<name> for every checkpoint of a train sweep")
+    "state dict (then `model` is required), or sweep:<name> for every checkpoint of a train sweep; "
+    "a relative path is relative to the results root", path=True)
 
 #: What every task that scores a model on a split takes (evaluate, corruption, freqnoise).
 EVAL_PARAMS: tuple[Param, ...] = (

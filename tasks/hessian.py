@@ -244,7 +244,7 @@ def _save_vectors(ctx: UnitContext, values: np.ndarray, vectors: torch.Tensor,
     meta = {"param_names": json.dumps(names), "param_shapes": json.dumps(shapes)}
     write_bytes(path, save({"eigenvalues": torch.from_numpy(np.asarray(values, np.float64)),
                              "vectors": vectors.detach().cpu().contiguous()}, metadata=meta))
-    return path
+    return ctx.stored_path(path)
 
 
 def _generator(ctx: UnitContext, device: torch.device, offset: int) -> torch.Generator:

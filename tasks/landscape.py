@@ -54,7 +54,8 @@ ALL_CHUNKS = -1
 
 PARAMS = MODEL_PARAMS + (
     Param("checkpoint", str, "", "weights at the grid's origin: a .safetensors harness "
-          "checkpoint, a .pt/.pth state dict (then `model` is required), or sweep:<name>"),
+          "checkpoint, a .pt/.pth state dict (then `model` is required), or sweep:<name>",
+          path=True),
     Param("directions", str, "random", "random: seeded Gaussians; interpolate: towards "
           "`checkpoint_to`; pca: principal directions of `trajectory`", choices=DIRECTIONS),
     Param("normalization", str, "filter", "random directions: filter (Li et al.), "
@@ -64,9 +65,9 @@ PARAMS = MODEL_PARAMS + (
           "affine parameters); position tables and buffers never move"),
     Param("exclude", list, [], "extra parameter-name fragments that never move"),
     Param("direction_seed", int, 0, "seed of the random directions", min=0),
-    Param("checkpoint_to", str, "", "interpolate: the checkpoint at a = 1"),
+    Param("checkpoint_to", str, "", "interpolate: the checkpoint at a = 1", path=True),
     Param("trajectory", list, [], "pca: snapshot checkpoints; []: every .safetensors beside "
-          "`checkpoint` (a train unit's snapshots), in epoch order"),
+          "`checkpoint` (a train unit's snapshots), in epoch order", path=True),
     Param("dims", int, 2, "1D curve or 2D surface", choices=(1, 2)),
     Param("a_range", list, [-1.0, 1.0], "[lo, hi] of the first axis"),
     Param("a_points", int, 21, "points on the first axis (lo and hi included)", min=1),
@@ -194,8 +195,8 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
     for t, (snap, m) in enumerate(zip(trajectory, metrics[len(points):])):
         c = snap["coords"]
         rows.append({**m, **common, "kind": "trajectory", "point": t, "ia": None, "ib": None,
-                     "a": c[0], "b": c[1] if two else None, "snapshot": snap["snapshot"],
-                     "residual": snap["residual"]})
+                     "a": c[0], "b": c[1] if two else None,
+                     "snapshot": ctx.stored_path(snap["snapshot"]), "residual": snap["residual"]})
     return rows
 
 

@@ -116,9 +116,9 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
             metrics = classification_metrics(logits, test.y)
             row.update(test_acc=metrics["acc"], test_nll=metrics["nll"], test_ece=metrics["ece"])
             name = "final" if epoch == total else f"epoch{epoch:04d}"
-            row["checkpoint"] = save_checkpoint(
+            row["checkpoint"] = ctx.stored_path(save_checkpoint(
                 ctx.artifact(f"{name}.safetensors"), model,
-                {**meta, "epoch": epoch, "final": epoch == total, "metrics": metrics})
+                {**meta, "epoch": epoch, "final": epoch == total, "metrics": metrics}))
         rows.append(row)
     return rows
 

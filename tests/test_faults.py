@@ -291,8 +291,8 @@ def test_gpu_memory_cap_for_fractional_workers():
 def test_a_timeout_after_the_write_does_not_fail_the_unit(tmp_path, monkeypatch, where):
     """The alarm fires after the unit's file is stored: inside the runner (clearing an old
     failure) or outside it (returning the outcome). The unit is done, not failed."""
-    from harness import runner as runner_module
-    from harness.store import Store
+    from harness.engine import runner as runner_module
+    from harness.engine.store import Store
 
     if where == "inside":
         monkeypatch.setattr(Store, "clear_failure", lambda *a: time.sleep(5))
@@ -314,7 +314,7 @@ def test_a_timeout_after_the_write_does_not_fail_the_unit(tmp_path, monkeypatch,
 
 def test_ray_pool_gives_up_when_no_worker_can_start(tmp_path, ray_session):
     """Workers asking for GPUs the cluster lacks: a bounded wait, then what was asked and had."""
-    from harness.executor import ExecutorError
+    from harness.engine.executor import ExecutorError
 
     started = time.monotonic()
     with pytest.raises(ExecutorError) as err:

@@ -421,7 +421,7 @@ def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
 
 @pytest.mark.slow
 def test_sharded_hessian_cleans_up_and_names_too_many_shards(ray_session):
-    from harness.hessian_parallel import ShardedHessian, shard_batches
+    from harness.analysis.hessian_parallel import ShardedHessian, shard_batches
 
     def loss(out, target):
         return torch.nn.functional.cross_entropy(out, target)

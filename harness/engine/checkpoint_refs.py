@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.engine.errors import SpecError
 from harness.engine.store import load
+from harness.fileio import resolve_in_root
 from harness.models.checkpoints import WEIGHTS_SUFFIX, CheckpointError, read_sidecar
 
 SWEEP_REF = "sweep:"
@@ -20,7 +21,8 @@ def resolve_checkpoint_refs(document: dict[str, Any], results_root: str) -> dict
     """Expand `checkpoint:` values of a sweep document before validation.
 
     `sweep:<name>` becomes every checkpoint the train task of sweep <name>
-    wrote under `results_root`; every harness checkpoint then fills in its
+    wrote under `results_root` (as its rows store them: relative to the root,
+    so the expanded unit ids do not depend on where the tree lives); every harness checkpoint then fills in its
     block's `model` and `model_args` from its sidecar, so rows name the
     architecture. Each checkpoint gets its own block (checkpoints are zipped
     with their architecture, not crossed with other blocks' models).
@@ -61,7 +63,7 @@ def resolve_checkpoint_refs(document: dict[str, Any], results_root: str) -> dict
                 new = dict(block, checkpoint=path)
                 if isinstance(path, str) and path.endswith(WEIGHTS_SUFFIX):
                     try:
-                        meta = read_sidecar(path)
+                        meta = read_sidecar(resolve_in_root(results_root, path))
                     except CheckpointError as exc:
                         errors.append(f"{where}: {exc}")
                         continue

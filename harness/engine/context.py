@@ -104,6 +104,7 @@ class UnitContext:
     seed: the unit's `seed` param (0 if it has none).
     artifact_dir: where the unit may write files beside its rows (checkpoints),
         `<results>/<sweep>/_artifacts/<task>/<unit_id>`; a re-run overwrites them.
+    results_root: the results root; a row names an artifact by `stored_path`.
     """
 
     device: torch.device
@@ -111,6 +112,7 @@ class UnitContext:
     seed: int
     unit_id: str
     artifact_dir: str = ""
+    results_root: str = ""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("harness.task"))
 
     @property
@@ -123,6 +125,13 @@ class UnitContext:
         if not self.artifact_dir:
             raise RuntimeError("this context has no artifact directory")
         return f"{self.artifact_dir}/{name}"
+
+    def stored_path(self, path: str) -> str:
+        """How a row names a file this unit wrote: relative to the results root, so the tree
+        can move (path params resolve such paths against the root where a unit runs)."""
+        from harness.fileio import relative_to_root
+
+        return relative_to_root(self.results_root, path) if self.results_root else path
 
     def torch_generator(self, offset: int = 0) -> torch.Generator:
         """A CPU torch generator seeded from the unit's seed param (plus `offset`)."""

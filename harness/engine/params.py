@@ -44,6 +44,7 @@ class Param:
     a param holds its default it is left out of the unit id, so units stored before it existed
     keep their ids and are not run again; its default must therefore compute what the task
     computed before. A param without `added` is hashed always (see Task.identity).
+    `path` marks a file path param (see the field).
     """
 
     name: str
@@ -56,6 +57,9 @@ class Param:
     min_exclusive: bool = False
     check: Callable[[Any], list[str]] | None = field(default=None, compare=False)
     added: str | None = None
+    #: A file path (or a list of them): relative ones are relative to the results root,
+    #: kept relative in unit ids and rows, resolved only where the unit runs.
+    path: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in ARROW_TYPES:

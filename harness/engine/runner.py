@@ -12,6 +12,7 @@ starts from a clean slate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import socket
@@ -27,9 +28,10 @@ import torch
 from harness.engine.context import UnitContext, WorkerCache, float32_precision
 from harness.engine.params import canonical_json
 from harness.engine.provenance import code_version
-from harness.engine.registry import get_task
+from harness.engine.registry import Task, get_task
 from harness.engine.schema import FAILURE_SCHEMA, build_table, common_values
 from harness.engine.store import Store
+from harness.fileio import resolve_in_root
 from harness.engine.units import WorkUnit
 
 #: Exceptions that mean "out of memory" rather than a bug in the unit.
@@ -80,9 +82,10 @@ class UnitRunner:
             ctx = UnitContext(device=self.device, cache=self.cache,
                               seed=int(unit.params.get("seed", 0)), unit_id=unit.unit_id,
                               artifact_dir=self.store.artifact_dir(unit.sweep, unit.task,
-                                                                   unit.unit_id))
+                                                                   unit.unit_id),
+                              results_root=self.store.root)
             with unit_precision(unit):
-                rows = task.run(unit, ctx)
+                rows = task.run(resolve_paths(task, unit, self.store.root), ctx)
             table = build_table(task, unit, rows, self._meta(started, attempt))
             path = self.store.write_table(unit.sweep, unit.task, unit.unit_id, table)
             self.store.clear_failure(unit.sweep, unit.unit_id)
@@ -117,6 +120,21 @@ def unit_precision(unit: WorkUnit) -> Any:
     """
     precision = unit.params.get("precision")
     return nullcontext() if precision is None else float32_precision(precision)
+
+
+def resolve_paths(task: Task, unit: WorkUnit, root: str) -> WorkUnit:
+    """The unit as its task sees it: relative path params joined to the results root. The
+    unit id and the rows keep them relative, so they do not depend on where the tree lives."""
+    resolved = dict(unit.params)
+    for p in task.params:
+        value = resolved.get(p.name)
+        if not p.path or not value:
+            continue
+        resolved[p.name] = ([resolve_in_root(root, v) for v in value] if isinstance(value, list)
+                            else resolve_in_root(root, value))
+    if resolved == unit.params:
+        return unit
+    return dataclasses.replace(unit, params=resolved)
 
 
 def stored_outcome(store: Store, unit: WorkUnit, node_id: str = "", seconds: float = 0.0
