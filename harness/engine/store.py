@@ -38,7 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from harness.engine.schema import FAILURES_TABLE
-from harness.fileio import fsync_path, resolve_root, temp_name, write_file_atomic  # noqa: F401
+from harness.fileio import resolve_root, write_file_atomic
 
 MANIFEST = "_sweep.json"
 #: One JSON record per run of a sweep (`<UTC time>-<random>.json`); `_sweep.json` is the latest.
