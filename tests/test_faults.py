@@ -327,3 +327,32 @@ def test_ray_pool_gives_up_when_no_worker_can_start(tmp_path, ray_session):
     cpus = ray_session.cluster_resources()["CPU"]
     assert f"the cluster has CPU {cpus:g}, GPU 0" in message
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_ray_timeout_of_a_unit_whose_file_is_stored_is_a_success(tmp_path, monkeypatch, stored):
+    """The driver's timeout check for an actor that stalled after writing the unit's file
+    (the pool's state built by hand: no Ray needed)."""
+    from collections import deque
+
+    from harness.engine import ray_pool
+    from harness.engine.run_config import RunSummary
+
+    (unit,) = validate(_noop("rt", {"index": [0]})).units()
+    if stored:
+        UnitRunner(str(tmp_path)).run(unit)
+    pool = ray_pool._Pool.__new__(ray_pool._Pool)
+    outcomes = []
+    pool.config = RunConfig(kind="ray", unit_timeout=1.0)
+    pool.store, pool.queue, pool.summary = Store(str(tmp_path)), deque(), RunSummary()
+    pool.on_outcome = outcomes.append
+    stalled = ray_pool._Batch([(unit, 1)], stream=object(), started=time.perf_counter() - 5)
+    pool.slots = [ray_pool._Slot(actor=None, ready=None, batches=deque([stalled]))]
+    restarted = []
+    monkeypatch.setattr(pool, "_restart", restarted.append, raising=False)
+    monkeypatch.setattr(ray_pool.ray, "wait", lambda refs, timeout=0: ([], refs))
+    pool._check_timeouts()
+    assert restarted == pool.slots  # the stalled actor is replaced either way
+    assert [(o.unit_id, o.ok) for o in outcomes] == [(unit.unit_id, stored)]
+    failures = harness.load(str(tmp_path), task="_failures")
+    assert list(failures.get("error_type", [])) == ([] if stored else ["UnitTimeout"])
