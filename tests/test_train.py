@@ -11,11 +11,8 @@ from harness.models.checkpoints import load_checkpoint, read_sidecar
 from harness.engine.executor import RunConfig, run_units
 from harness.engine.spec import SpecError, validate
 from harness.engine.checkpoint_refs import resolve_checkpoint_refs
-<<<<<<< HEAD
 from harness.analysis.training import decay_names
-=======
 from harness.fileio import resolve_in_root
->>>>>>> 8f50e2c (Portable results: rows name checkpoints, eigenvectors and trajectory snapshots relative to the results root, and relative path params (Param.path: checkpoint, checkpoint_to, trajectory) resolve against the root only where a unit runs, so sweep:X unit ids do not depend on where the tree lives (a test moves a tree and re-runs nothing))
 
 from conftest import comparable
 
@@ -54,9 +51,10 @@ def test_checkpoints_have_sidecars_and_reload_to_the_same_metrics(trained_resnet
     root = trained_resnet
     df = harness.load(str(root), task="train")
     final = df[df["epoch"] == df["epoch"].max()].iloc[0]
-    meta = read_sidecar(resolve_in_root(str(root), final["checkpoint"]))
+    weights = resolve_in_root(str(root), final["checkpoint"])
+    meta = read_sidecar(weights)
     assert meta["recipe"]["weight_decay"] == 0.05 and meta["epoch"] == 13
-    model, _ = load_checkpoint(final["checkpoint"])
+    model, _ = load_checkpoint(weights)
     assert meta["recipe"]["decay_set"] == "timm"  # the decayed tensors are recorded by name
     assert meta["decayed_params"] == decay_names(model, "timm")
     assert "fc.bias" not in meta["decayed_params"] and "fc.weight" in meta["decayed_params"]
@@ -70,7 +68,6 @@ def test_checkpoints_have_sidecars_and_reload_to_the_same_metrics(trained_resnet
     ev = harness.load(str(root), task="evaluate", sweep="ev", quantity="metrics")
     by_ckpt = ev.set_index("checkpoint")["acc"]
     assert by_ckpt[final["checkpoint"]] == pytest.approx(final["test_acc"], abs=1e-12)
-    model, _ = load_checkpoint(resolve_in_root(str(root), final["checkpoint"]))
     assert sum(p.numel() for p in model.parameters()) == final["num_params"]
 
 

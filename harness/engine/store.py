@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import posixpath
 import uuid
 from collections.abc import Callable, Iterable
