@@ -22,10 +22,15 @@ Rows (`quantity`):
 - `eigenvalue`: one per eigenvalue; `end` magnitude / largest / smallest, `rank`
   from that end, `error` = residual ‖Hy − λy‖ (a bound on the distance to the
   spectrum; for PyHessian measured afterwards with our operator, outside its time).
-- `trace`: Hutchinson estimate, `error` = its standard error.
+- `trace`: Hutchinson estimate, `error` = its standard error; `converged` null (no
+  target is set: all `trace_probes` run).
+- `trace_nll` (solver lanczos, unsharded): the trace of the NLL alone — the same probes'
+  vᵀ(H − H_penalty)v, the penalty's Hessian (≈ weight_decay · I with `half_sq`, which
+  dominates the trace of a wide network) taken out exactly per probe.
 - `density`: (`value` = grid point λ, `density` = ρ(λ)), Gaussian broadening as
   PyHessian's density_generate; `slq_node`: the raw quadrature (`value` node,
-  `density` weight, `start`), so a density can be re-broadened later.
+  `density` weight, `start`), so a density can be re-broadened later. `converged` null:
+  SLQ has no convergence test.
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ from torch import nn
 from harness.engine.context import UnitContext, WorkerCache
 from harness.analysis.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
                              broaden, checked_product, explicit_attention,
-                             hutchinson_trace, lanczos_eigs, pyhessian_compat, slq,
-                             start_vector)
-from harness.analysis.objective import PenaltySet, batch_objective
+                             default_vectors, hutchinson_trace, lanczos_eigs,
+                             pyhessian_compat, slq, start_vector, trace_difference)
+from harness.analysis.objective import PenaltySet, batch_objective, penalty_tensor
 from tasks._workload import (OBJECTIVE_PARAMS, cached_batches, unit_penalty_set,
                              unit_weight_decay)
 from harness.engine.params import Param
@@ -93,6 +98,9 @@ PARAMS = MODEL_PARAMS + (CHECKPOINT_PARAM,) + OBJECTIVE_PARAMS + (
           min=0.0, min_exclusive=True),
     Param("max_iter", int, 100, "lanczos: steps (= HVPs); pyhessian: iterations per eigenvalue",
           min=1),
+    Param("lanczos_vectors", int, 0, "lanczos: n-vectors the solver keeps on the device (thick "
+          "restart when full); 0: 2·wanted + 14 (24 for top_k 5; wanted = top_k, or 2·top_k "
+          "with which both)", min=0),
     Param("eigenvectors", bool, False, "write the eigenvectors to the unit's artifacts "
           "(eigenvectors.safetensors)"),
     Param("trace_probes", int, 100, "Hutchinson probes (pyhessian: at most)", min=2),
@@ -111,14 +119,14 @@ PARAMS = MODEL_PARAMS + (CHECKPOINT_PARAM,) + OBJECTIVE_PARAMS + (
 )
 
 OUTPUT = pa.schema([
-    pa.field("quantity", pa.string()),       # eigenvalue | trace | density | slq_node
+    pa.field("quantity", pa.string()),       # eigenvalue | trace | trace_nll | density | slq_node
     pa.field("end", pa.string()),            # eigenvalue: magnitude | largest | smallest
     pa.field("rank", pa.int64()),            # eigenvalue: 0 = most extreme; slq_node: index
     pa.field("start", pa.int64()),           # slq_node: SLQ start; else -1
     pa.field("value", pa.float64()),         # λ, tr(H), grid point or node
     pa.field("density", pa.float64()),       # ρ(λ) or node weight; else null
     pa.field("error", pa.float64()),         # eigenvalue: residual; trace: standard error
-    pa.field("converged", pa.bool_()),
+    pa.field("converged", pa.bool_()),       # null where no convergence test applies
     pa.field("hvps", pa.int64()),            # HVPs of this quantity's solve
     pa.field("seconds", pa.float64()),       # wall time of this quantity's solve
     pa.field("setup_seconds", pa.float64()),  # graph build + HVP check (pyhessian: its __init__)
@@ -142,6 +150,13 @@ def objective_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty:
                    names: tuple[str, ...] | None = None) -> torch.Tensor:
     """The training objective of one (images, soft targets, labels) batch."""
     return batch_objective(model, batch[0], batch[1], weight_decay, penalty, names)
+
+
+def penalty_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty: str,
+                 names: tuple[str, ...] | None = None) -> torch.Tensor:
+    """The objective's penalty term alone (the batch does not enter): `trace_nll` subtracts
+    its Hessian."""
+    return weight_decay * penalty_tensor(model, penalty, names)
 
 
 def load_objective(p: dict[str, Any], ctx: UnitContext
@@ -209,7 +224,7 @@ def resolve_method(requested: str, num_samples: int) -> str:
 
 def _row(quantity: str, value: float, **extra: Any) -> dict[str, Any]:
     row = {"quantity": quantity, "end": "", "rank": -1, "start": -1, "value": float(value),
-           "density": None, "error": None, "converged": True, "hvps": 0, "seconds": 0.0}
+           "density": None, "error": None, "converged": None, "hvps": 0, "seconds": 0.0}
     row.update(extra)
     return row
 
@@ -265,7 +280,8 @@ def checked_start(p: dict[str, Any], ctx: UnitContext, op: Any
 
 
 def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
-                 shapes: list[tuple[int, ...]], v0: torch.Tensor, hv0: torch.Tensor
+                 shapes: list[tuple[int, ...]], v0: torch.Tensor, hv0: torch.Tensor,
+                 penalty_op: HessianOperator | None = None
                  ) -> tuple[list[dict[str, Any]], str]:
     rows: list[dict[str, Any]] = []
     path = ""
@@ -274,17 +290,27 @@ def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
         eig = lanczos_eigs(op.matvec, op.n, k=p["top_k"], which=p["which"], tol=p["tol"],
                            max_iter=p["max_iter"], generator=_generator(ctx, op.device, 1),
                            dtype=op.dtype, device=op.device, vectors=p["eigenvectors"],
-                           v0=v0, first_product=hv0)
+                           v0=v0, first_product=hv0,
+                           max_vectors=p["lanczos_vectors"] or None)
         rows += _eigen_rows(eig.values, eig.residuals, eig.converged, eig.end, eig.rank,
                             op.hvps - before, eig.seconds)
         if p["eigenvectors"]:
             path = _save_vectors(ctx, eig.values, eig.vectors, names, shapes)
     if "trace" in p["compute"]:
         before = op.hvps
-        tr = hutchinson_trace(op, p["trace_probes"], _generator(ctx, op.device, 2),
+        seed = _generator(ctx, op.device, 2).initial_seed()
+        tr = hutchinson_trace(op, p["trace_probes"],
+                              torch.Generator(device=op.device).manual_seed(seed),
                               batch=p["probe_batch"])
         rows.append(_row("trace", tr.value, error=tr.se, converged=tr.converged,
                          hvps=op.hvps - before, seconds=tr.seconds))
+        if penalty_op is not None:  # the same probes through the penalty's Hessian
+            pen = hutchinson_trace(penalty_op, tr.probes,
+                                   torch.Generator(device=op.device).manual_seed(seed),
+                                   batch=p["probe_batch"])
+            nll = trace_difference(tr, pen)
+            rows.append(_row("trace_nll", nll.value, error=nll.se, converged=nll.converged,
+                             hvps=op.hvps - before, seconds=nll.seconds))
     if "density" in p["compute"]:
         before = op.hvps
         q = slq(op, p["density_starts"], p["density_iter"], _generator(ctx, op.device, 3))
@@ -366,8 +392,13 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                 rows, setup, path = _run_pyhessian(p, ctx, op, batches)
                 method = "pyhessian"
             else:
+                penalty_op = (HessianOperator(model, batches[:1], functools.partial(
+                    penalty_loss, weight_decay=wd, penalty=p["penalty"],
+                    names=covered.names), "double_backward",
+                    weights=[1.0]) if "trace" in p["compute"] else None)
                 rows, path = _run_lanczos(p, ctx, op, op.flat.names,
-                                          [tuple(s) for s in op.flat.shapes], v0, hv0)
+                                          [tuple(s) for s in op.flat.shapes], v0, hv0,
+                                          penalty_op)
         finally:
             op.release()
     common = {"setup_seconds": setup, "loss": loss, "weight_decay_used": wd,
@@ -416,6 +447,11 @@ def check(params: dict[str, Any]) -> list[str]:
                           "which magnitude (or solver lanczos)")
         if params["shards"] > 1:
             errors.append("shards: the data-parallel mode runs solver lanczos only")
+    wanted = params["top_k"] * (2 if params["which"] == "both" else 1)
+    if 0 < params["lanczos_vectors"] < wanted + 4:
+        errors.append(f"lanczos_vectors: {params['lanczos_vectors']} is too small for "
+                      f"{wanted} wanted eigenvalues; give at least {wanted + 4}, or 0 for "
+                      f"the default {default_vectors(params['top_k'], params['which'])}")
     if params["shards"] > 1 and params["scope"] != "full":
         errors.append("shards: data-parallel products are for scope full (one minibatch is one "
                       "shard)")

@@ -18,9 +18,9 @@ from harness.engine.executor import RunConfig, run_units
 from harness.analysis.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
                              broaden, check_hvp, checked_product, error_estimates, explicit_attention, gaussian,
                              hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
-                             slq, start_vector)
+                             restart_generator, slq, start_vector, trace_difference)
 from harness.models.registry import build_model
-from harness.analysis.objective import batch_objective
+from harness.analysis.objective import batch_objective, penalty_tensor
 from harness.engine.spec import SpecError, validate
 
 from conftest import SMALL_RESNET, SMALL_VIT
@@ -129,13 +129,70 @@ def test_lanczos_finds_repeated_eigenvalues_after_a_breakdown():
     assert np.allclose(res.values, [5, 5, 5, 3, 1], atol=1e-8)
 
 
+def test_a_repeated_top_eigenvalue_is_found_with_every_copy():
+    """Issue 14 §1: diag([5, 5, 5] + 20 distinct values in [0.1, 4]). One start vector's Krylov
+    space holds one copy of 5; once it is invariant to the tolerance its Ritz pairs are locked
+    and Lanczos restarts orthogonally until the space is exhausted. The reported residuals are
+    the true ones (checked against ‖Hy − θy‖ of the returned vectors), not a breakdown's 0."""
+    d = torch.tensor([5.0, 5.0, 5.0] + np.linspace(0.1, 4.0, 20).tolist(), dtype=F64)
+    res = lanczos_eigs(lambda v: d * v, len(d), k=5, which="largest", tol=1e-8, dtype=F64,
+                       vectors=True)
+    exact = np.sort(d.numpy())[::-1][:5]
+    assert np.allclose(res.values, exact, atol=1e-8) and res.converged.all()
+    assert np.allclose(exact, [5, 5, 5, 4.0, 3.7947368], atol=1e-7)
+    for theta, y, r in zip(res.values, res.vectors, res.residuals):
+        assert float((d * y - theta * y).norm()) <= 2 * r + 1e-13
+    # three orthonormal eigenvectors of 5, not one found three times
+    assert float((res.vectors @ res.vectors.T - torch.eye(5, dtype=F64)).abs().max()) < 1e-10
+
+
+def test_restart_vectors_come_from_their_own_stream():
+    """A caller that seeds the start vector's generator and the solver's alike (the task does)
+    must not get the start vector back as the restart vector."""
+    gen = torch.Generator().manual_seed(7)
+    again = restart_generator(torch.Generator().manual_seed(7))
+    assert again.initial_seed() != gen.initial_seed()
+    assert not torch.equal(torch.randn(8, generator=gen), torch.randn(8, generator=again))
+    d = torch.tensor([3.0, 3.0, 2.0, 1.0, 1.0, 0.5], dtype=F64)
+    v0 = gaussian(len(d), torch.Generator().manual_seed(7), F64, torch.device("cpu"))
+    res = lanczos_eigs(lambda v: d * v, len(d), k=3, which="largest", tol=1e-10, dtype=F64,
+                       v0=v0, generator=torch.Generator().manual_seed(7))
+    assert np.allclose(res.values, [3, 3, 2], atol=1e-9)
+
+
+def test_thick_restart_bounds_the_vectors_and_matches_a_full_basis():
+    """A budget of 12 vectors for the top-3 of a clustered 400-dim spectrum: the solver restarts
+    thick several times, holds 12 vectors, and finds what a full-basis run and eigvalsh find,
+    within tol; `both` keeps both ends in its restarts."""
+    gen = torch.Generator().manual_seed(0)
+    d = torch.cat([torch.tensor([3.0, 2.9, 2.85, -2.7]),
+                   2.6 * torch.rand(396, generator=gen, dtype=F64) - 1.3]).to(F64)
+    exact = np.sort(d.numpy())
+    for which, want in (("largest", exact[::-1][:3]), ("magnitude", exact[::-1][:3]),
+                        ("both", np.concatenate([exact[::-1][:3], exact[:3]]))):
+        small = lanczos_eigs(lambda v: d * v, len(d), k=3, which=which, tol=1e-6,
+                             max_iter=400, dtype=F64, max_vectors=12 if which != "both" else 16)
+        full = lanczos_eigs(lambda v: d * v, len(d), k=3, which=which, tol=1e-6, max_iter=400,
+                            dtype=F64, max_vectors=len(d) + 1)
+        assert small.state_vectors == (12 if which != "both" else 16)
+        assert small.steps > small.state_vectors  # it did restart
+        assert small.converged.all() and full.converged.all()
+        assert np.allclose(small.values, want, atol=1e-5 * 3), which
+        assert np.allclose(small.values, full.values, atol=1e-5 * 3), which
+    with pytest.raises(ValueError, match="max_vectors 6 is too small"):
+        lanczos_eigs(lambda v: d * v, len(d), k=3, max_vectors=6, dtype=F64)
+
+
 def test_error_estimates_use_the_gap_to_the_nearest_ritz_value():
     theta = np.array([1.0, 2.0, 2.5, 10.0])
     res = np.array([0.1, 0.1, 0.2, 1e-3])
     # gaps 1, 0.5, 0.5, 7.5: min(r, r²/gap) = 0.01, 0.02, 0.08, 1.33e-7
     assert np.allclose(error_estimates(theta, res), [0.01, 0.02, 0.08, 1e-6 / 7.5])
-    # a repeated Ritz value has no gap: the residual stands
+    # a repeated Ritz value with nothing outside its cluster: the residual stands
     assert np.allclose(error_estimates(np.array([3.0, 3.0]), np.array([0.1, 0.2])), [0.1, 0.2])
+    # two copies of 5 (intervals overlap) are one cluster: Σr² over its distance 1 to the 4
+    est = error_estimates(np.array([5.0, 5.0 + 1e-12, 4.0]), np.array([1e-7, 2e-7, 1e-9]))
+    assert np.allclose(est, [5e-14, 5e-14, 1e-18], rtol=1e-6)
 
 
 def test_gap_aware_stop_meets_tol_and_a_start_vector_hides_nothing():
@@ -187,6 +244,27 @@ def test_hutchinson_trace_within_three_standard_errors():
     est = hutchinson_trace(op, probes=200, generator=torch.Generator().manual_seed(4), batch=8)
     assert est.probes == 200 and est.se > 0
     assert abs(est.value - exact) <= 3 * est.se
+
+
+def test_trace_of_the_nll_alone_takes_the_penalty_out_per_probe():
+    """tr(H) − tr(H_penalty) on the same probes against the dense trace minus the penalty's by
+    hand: 0.05 · Σ_t (d_t − 1) / ‖w_t‖ for the l2 penalty Σ‖w_t‖ ((I − ŵŵᵀ)/‖w‖ per tensor)."""
+    model, batches = tiny_problem()
+    pen_trace = 0.05 * sum((p.numel() - 1) / float(p.detach().norm())
+                          for p in model.parameters())
+    exact = float(np.trace(dense_hessian())) - pen_trace
+    op = HessianOperator(model, batches, tiny_loss)
+    pen_op = HessianOperator(model, batches[:1], lambda m, b: 0.05 * penalty_tensor(m, "l2"),
+                             "double_backward", weights=[1.0])
+    full = hutchinson_trace(op, probes=200, generator=torch.Generator().manual_seed(4), batch=8)
+    pen = hutchinson_trace(pen_op, probes=200, generator=torch.Generator().manual_seed(4),
+                           batch=8)
+    nll = trace_difference(full, pen)
+    assert abs(pen.value - pen_trace) <= 3 * pen.se
+    assert abs(nll.value - exact) <= 3 * nll.se and nll.se < full.se
+    assert full.converged is None and nll.probes == 200  # tol 0: no target, none claimed
+    with pytest.raises(ValueError, match="same probes"):
+        trace_difference(full, hutchinson_trace(pen_op, probes=20))
 
 
 def test_slq_density_integrates_to_one_and_its_mean_is_trace_over_n():
@@ -365,6 +443,16 @@ def test_task_rows_for_each_minibatch_with_both_solvers(tmp_path):
                                                                        "batch"]):
         assert np.sum(d["density"]) * np.diff(np.sort(d["value"]))[0] == pytest.approx(1.0)
     assert (df[df.quantity == "trace"]["error"] > 0).all()
+    # the NLL's trace: the penalty's 0.05·numel (half_sq: 0.05·I on the penalized tensors,
+    # exact per probe) taken out
+    traces = df[(df.solver == "lanczos") & df.quantity.isin(["trace", "trace_nll"])]
+    both = traces.pivot(index=["model", "batch"], columns="quantity", values="value")
+    numel = traces.groupby(["model", "batch"])["penalty_numel"].first()
+    assert (numel > 0).all()
+    assert np.allclose(both["trace"] - both["trace_nll"], 0.05 * numel, rtol=1e-4)
+    # no convergence test, no claim: trace (no target) and density rows are null
+    assert df.loc[df.quantity.isin(["density", "slq_node"]), "converged"].isna().all()
+    assert df.loc[(df.solver == "lanczos") & (df.quantity == "trace"), "converged"].isna().all()
     assert df["n_params"].gt(0).all() and df["loss"].gt(0).all()
     # a fresh model: the penalty covers timm's decay set (no biases, norm affine, pos_embed)
     assert df["penalty_set_used"].eq("timm").all() and df["precision"].eq("fp32").all()
@@ -380,6 +468,8 @@ def test_task_spec_errors():
         validate(hessian_doc(solver="pyhessian", which="both"))
     with pytest.raises(SpecError, match="scope full"):
         validate(hessian_doc(shards=2))
+    with pytest.raises(SpecError, match="lanczos_vectors: 9 is too small .* at least 10"):
+        validate(hessian_doc(lanczos_vectors=9, which="largest", top_k=6))
 
 
 @pytest.mark.slow

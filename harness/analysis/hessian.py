@@ -420,6 +420,7 @@ class Eigenpairs:
     seconds: float
     ritz: np.ndarray
     vectors: torch.Tensor | None = None
+    state_vectors: int = 0  # n-vectors the solver held (basis + the product in flight)
 
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> list[tuple[int, str, int]]:
@@ -451,18 +452,13 @@ def start_vector(n: int, generator: torch.Generator, dtype: torch.dtype = torch.
     return v
 
 
-def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, steps: int,
-            generator: torch.Generator | None = None, restart: bool = True,
-            stop: Callable[[Tridiagonal], bool] | None = None,
-            check_every: int = 1, first_product: torch.Tensor | None = None) -> Tridiagonal:
-    """Lanczos with full reorthogonalization (classical Gram–Schmidt, twice).
+def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, steps: int
+            ) -> Tridiagonal:
+    """Plain Lanczos with full reorthogonalization (classical Gram–Schmidt, twice), SLQ's.
 
     The basis is one preallocated (steps + 1, n) tensor. On breakdown (β ≈ 0: the
-    Krylov space is invariant) it continues from a random vector orthogonal to the
-    basis when `restart` (so repeated eigenvalues are found; T gets a zero
-    off-diagonal there), else it stops (SLQ: the quadrature is then exact).
-    `stop(tri)` is asked every `check_every` steps whether to end early.
-    first_product: H v0, when the caller already has it (e.g. from `checked_product`).
+    Krylov space is invariant) it stops: the quadrature is then exact. The eigenvalue
+    solver is `lanczos_eigs` (bounded memory, restarts after a breakdown).
     """
     n = v0.numel()
     steps = min(steps, n)
@@ -470,57 +466,127 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, st
     basis[0] = v0 / v0.norm()
     alpha: list[float] = []
     beta: list[float] = []
-    eps = torch.finfo(v0.dtype).eps
     scale = 0.0
     for j in range(steps):
         v = basis[j]
-        if j == 0 and first_product is not None:
-            w = first_product.to(dtype=v.dtype, device=v.device) / v0.norm()
-        else:
-            w = matvec(v)
-        if w.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr():
-            w = w.clone()  # an operator that returns (a view of) its input: w is updated in place
+        w = _own(matvec(v), basis)
         a = dot64(w, v)
         alpha.append(a)
         w.add_(v, alpha=-a)
-        if j > 0 and beta[-1] != 0.0:
+        if j > 0:
             w.add_(basis[j - 1], alpha=-beta[-1])
-        done = basis[: j + 1]
-        for _ in range(2):  # two matrix-vector passes each: the cost that grows with j
-            w.addmv_(done.t(), torch.mv(done, w), alpha=-1.0)
+        _reorthogonalize(w, basis[: j + 1])
         b = float(w.to(torch.float64).norm())
         scale = max(scale, abs(a) + b + (beta[-1] if beta else 0.0))
-        if b <= eps ** (2 / 3) * scale:
-            if not restart or j + 1 >= n:
-                beta.append(0.0)
-                break
-            r = gaussian(n, generator or torch.Generator(v0.device), v0.dtype, v0.device)
-            for _ in range(2):
-                r.addmv_(done.t(), torch.mv(done, r), alpha=-1.0)
-            basis[j + 1] = r / r.norm()
-            beta.append(0.0)
-        else:
-            basis[j + 1] = w / b
-            beta.append(b)
-        if stop is not None and (j + 1) % check_every == 0 and j + 1 < steps:
-            tri = Tridiagonal(np.array(alpha), np.array(beta[:-1]), beta[-1], None)
-            if stop(tri):
-                break
+        beta.append(b)
+        if _broke_down(b, scale, v0.dtype):
+            break
+        basis[j + 1] = w / b
     m = len(alpha)
     return Tridiagonal(np.array(alpha), np.array(beta[: m - 1]), beta[m - 1], basis[:m])
 
 
+def _own(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """w, copied if it shares storage with the basis (an operator returning its input)."""
+    if w.untyped_storage().data_ptr() == basis.untyped_storage().data_ptr():
+        return w.clone()
+    return w
+
+
+def _reorthogonalize(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """w minus its components along the orthonormal rows of basis, classical Gram–Schmidt twice
+    (two matrix-vector passes each: the cost that grows with the basis); returns the
+    components removed."""
+    total = torch.zeros(basis.shape[0], dtype=w.dtype, device=w.device)
+    if basis.shape[0]:
+        for _ in range(2):
+            coeff = torch.mv(basis, w)
+            w.addmv_(basis.t(), coeff, alpha=-1.0)
+            total += coeff
+    return total
+
+
+def _broke_down(b: float, scale: float, dtype: torch.dtype) -> bool:
+    """β ≈ 0 relative to the operator's scale seen so far: the Krylov space is invariant."""
+    return b <= torch.finfo(dtype).eps ** (2 / 3) * scale
+
+
 def error_estimates(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    """Per Ritz value, min(r, r²/δ): δ = distance to the nearest other Ritz value."""
+    """Per Ritz value, min(r, R²/δ) over clusters: Ritz values whose residual intervals
+    [θ ± r] overlap form a cluster (copies of a repeated eigenvalue), R² = Σ r² over it and
+    δ = its distance to the nearest Ritz value outside (the block Kato–Temple bound; a lone
+    value's cluster is itself: r²/δ). With no Ritz value outside, the residual stands."""
     if len(theta) < 2:
         return residuals.copy()
-    ordered = np.sort(theta)
-    pos = np.searchsorted(ordered, theta)
-    below = np.where(pos > 0, theta - ordered[np.maximum(pos - 1, 0)], np.inf)
-    above = np.where(pos + 1 < len(theta), ordered[np.minimum(pos + 1, len(theta) - 1)] - theta,
-                     np.inf)
-    gap = np.maximum(np.minimum(below, above), np.finfo(float).tiny)
-    return np.minimum(residuals, residuals ** 2 / gap)
+    order = np.argsort(theta, kind="stable")
+    t, r = theta[order], residuals[order]
+    label = np.concatenate([[0], np.cumsum(np.diff(t) > r[:-1] + r[1:])])
+    est = r.copy()
+    for c in range(int(label[-1]) + 1):
+        idx = np.flatnonzero(label == c)
+        lo, hi = idx[0], idx[-1]
+        gap = min(t[lo] - t[lo - 1] if lo > 0 else np.inf,
+                  t[hi + 1] - t[hi] if hi + 1 < len(t) else np.inf)
+        if np.isfinite(gap):
+            est[idx] = np.minimum(r[idx], np.sum(r[idx] ** 2) / gap)
+    out = np.empty_like(est)
+    out[order] = est
+    return out
+
+
+#: added to the start generator's seed for the restart vectors' own stream (callers often seed
+#: the start vector's generator and the solver's alike: a restart must not redraw the start)
+RESTART_SEED_OFFSET = 0x5DEECE66D
+
+
+def restart_generator(generator: torch.Generator) -> torch.Generator:
+    """The stream restart vectors are drawn from: seeded from `generator`'s seed plus
+    RESTART_SEED_OFFSET, independent of how much of `generator` was used."""
+    seed = (generator.initial_seed() + RESTART_SEED_OFFSET) % 2 ** 63
+    return torch.Generator(device=generator.device).manual_seed(seed)
+
+
+def default_vectors(k: int, which: str) -> int:
+    """The solver's default vector budget: 2 · wanted + 14 (24 for the paper's top-5)."""
+    return 2 * (2 * k if which == "both" else k) + 14
+
+
+def _priority(theta: np.ndarray, which: str) -> np.ndarray:
+    """Indices of every Ritz value, most wanted first (`both`: the two ends alternating)."""
+    if which == "magnitude":
+        return np.argsort(-np.abs(theta), kind="stable")
+    if which == "largest":
+        return np.argsort(-theta, kind="stable")
+    if which == "smallest":
+        return np.argsort(theta, kind="stable")
+    up, down = np.argsort(-theta, kind="stable"), np.argsort(theta, kind="stable")
+    seen: dict[int, None] = {}
+    for a, b in zip(up, down):
+        seen.setdefault(int(a))
+        seen.setdefault(int(b))
+    return np.fromiter(seen, dtype=np.int64, count=len(seen))
+
+
+def _rotate(rows: torch.Tensor, coeff: np.ndarray, chunk: int = 1 << 16) -> None:
+    """rows[:c] = coeffᵀ rows (coeff: (len(rows), c)) in place, a column chunk at a time, so a
+    restart needs no second basis (temporary memory c · chunk)."""
+    c = coeff.shape[1]
+    y = torch.from_numpy(np.ascontiguousarray(coeff.T)).to(rows.dtype).to(rows.device)
+    for lo in range(0, rows.shape[1], chunk):
+        part = rows[:, lo: lo + chunk]
+        part[:c] = y @ part
+
+
+class _Converged:
+    """The stopping rule: min(r, r²/δ) ≤ tol · max|θ| and r ≤ 10 · tol · max|θ| (module
+    docstring), over every Ritz value in play (locked and active)."""
+
+    def __init__(self, tol: float) -> None:
+        self.tol = tol
+
+    def __call__(self, theta: np.ndarray, res: np.ndarray) -> np.ndarray:
+        scale = max(float(np.abs(theta).max()), np.finfo(float).tiny) if len(theta) else 1.0
+        return (error_estimates(theta, res) <= self.tol * scale) & (res <= 10 * self.tol * scale)
 
 
 def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: int = 5,
@@ -528,62 +594,154 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", vectors: bool = False,
                  min_iter: int | None = None, start: torch.Tensor | None = None,
-                 v0: torch.Tensor | None = None, first_product: torch.Tensor | None = None
-                 ) -> Eigenpairs:
-    """The k extreme eigenvalues of a symmetric operator by Lanczos (see `lanczos`).
+                 v0: torch.Tensor | None = None, first_product: torch.Tensor | None = None,
+                 max_vectors: int | None = None) -> Eigenpairs:
+    """The k extreme eigenvalues of a symmetric operator by thick-restart Lanczos.
 
     which: "magnitude" (the k of largest |λ|: PyHessian's and the paper's
     choice), "largest", "smallest" or "both" (k from each end, so negative
     eigenvalues show). Stops when every wanted Ritz value is converged (module
     docstring: error estimate min(r, r²/δ) ≤ tol · max|θ| and r ≤ 10 · tol · max|θ|;
-    after at least `min_iter` steps, default 2 · wanted + 2), or after max_iter
-    steps (= HVPs). start: a direction mixed into the random start vector
-    (`start_vector`), e.g. the gradient for the top eigenvalues; or v0: the start
-    vector itself, with first_product = H v0 when the caller has it (it then counts
-    as the first step). vectors: also return the unit Ritz vectors (k, n).
+    after at least `min_iter` steps since the start or the last breakdown, default
+    2 · wanted + 2), or after max_iter steps (= HVPs). start: a direction mixed into
+    the random start vector (`start_vector`), e.g. the gradient for the top
+    eigenvalues; or v0: the start vector itself, with first_product = H v0 when the
+    caller has it (it then counts as the first step). vectors: also return the unit
+    Ritz vectors (k, n).
+
+    max_vectors: the n-vectors the solver keeps (its basis plus the product in flight;
+    default `default_vectors`, at least wanted + 4). When the basis is full it restarts
+    thick (Wu & Simon 2000): the most wanted half of the Ritz vectors stay, with the
+    residual direction. A breakdown (β ≈ 0: the Krylov space is invariant, e.g. at a
+    repeated eigenvalue) locks that space's Ritz pairs (the most wanted that fit) with
+    their residuals, and Lanczos continues from a random vector orthogonal to everything
+    kept, drawn from its own stream (`restart_generator`), until the wanted values of
+    the restarted space are converged too, or the space is exhausted.
     """
     if which not in WHICH:
         raise ValueError(f"unknown which {which!r}; allowed: {', '.join(WHICH)}")
     device = torch.device(device)
     gen = generator or torch.Generator(device=device).manual_seed(0)
-    wanted_count = 2 * k if which == "both" else k
+    wanted_count = min(2 * k if which == "both" else k, n)
     min_iter = 2 * wanted_count + 2 if min_iter is None else min_iter
-
-    def residuals(tri: Tridiagonal) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        theta, s = tri.eig()
-        return theta, s, np.abs(tri.last_beta * s[-1, :])
-
-    def converged(theta: np.ndarray, res: np.ndarray) -> np.ndarray:
-        scale = max(float(np.abs(theta).max()), np.finfo(float).tiny)
-        return (error_estimates(theta, res) <= tol * scale) & (res <= 10 * tol * scale)
-
-    def stop(tri: Tridiagonal) -> bool:
-        if len(tri.alpha) < min_iter:
-            return False
-        theta, _, res = residuals(tri)
-        ok = converged(theta, res)
-        return all(ok[i] for i, _, _ in _wanted(theta, k, which))
-
+    budget = default_vectors(k, which) if max_vectors is None else max_vectors
+    if budget < wanted_count + 4:
+        raise ValueError(f"max_vectors {budget} is too small for {wanted_count} wanted "
+                         f"eigenvalues: give at least {wanted_count + 4} (wanted + 4)")
+    converged = _Converged(tol)
     started = time.perf_counter()
     if v0 is None:
         v0 = start_vector(n, gen, dtype, device, start)
     elif first_product is not None and first_product.shape != v0.shape:
         raise ValueError(f"first_product {tuple(first_product.shape)} does not match v0 "
                          f"{tuple(v0.shape)}")
-    tri = lanczos(matvec, v0, max_iter, generator=gen, restart=True, stop=stop,
-                  first_product=first_product)
-    theta, s, res = residuals(tri)
-    picks = _wanted(theta, k, which)
+    rows = min(budget - 1, n)  # the product in flight is the budget's last vector
+    basis = torch.empty(rows, n, dtype=v0.dtype, device=v0.device)
+    locked_theta: list[float] = []  # Ritz pairs of invariant spaces: basis[:locked]
+    locked_res: list[float] = []
+    t = np.zeros((rows + 1, rows + 1))  # the active space's projection (arrowhead + tridiagonal)
+    basis[0] = v0 / v0.norm()
+    m, steps, block_steps, b, scale = 1, 0, 0, 0.0, 0.0
+    min_active = min(wanted_count + 3, rows)
+    theta = s = res = np.zeros(0)
+    # coupling = V_lockedᵀ H V_active: what reorthogonalization removes against locked pairs
+    # that are not exact; it enters every active residual, so none claims more than was shown
+    coupling = np.zeros((rows, rows + 1))
+    restarts: torch.Generator | None = None
+    while True:
+        locked = len(locked_theta)
+        j = m - 1
+        v = basis[locked + j]
+        if steps == 0 and first_product is not None:
+            w = first_product.to(dtype=v.dtype, device=v.device) / v0.norm()
+        else:
+            w = _own(matvec(v), basis)
+        steps += 1
+        block_steps += 1
+        a = dot64(w, v)
+        t[j, j] = a
+        w.add_(v, alpha=-a)
+        coupled = t[:j, j]
+        if j > 0 and coupled[:-1].any():  # after a thick restart: the arrow's couplings
+            w.addmv_(basis[locked: locked + j].t(),
+                     torch.from_numpy(coupled.copy()).to(w.dtype).to(w.device), alpha=-1.0)
+        elif j > 0:
+            w.add_(basis[locked + j - 1], alpha=-coupled[-1])
+        removed = _reorthogonalize(w, basis[: locked + m])
+        coupling[:locked, j] = removed[:locked].to(torch.float64).cpu().numpy()
+        b = float(w.to(torch.float64).norm())
+        scale = max(scale, abs(a) + b + float(np.abs(coupled).sum()))
+        theta, s = np.linalg.eigh(t[:m, :m])
+        res = np.hypot(b * s[-1, :], np.linalg.norm(coupling[:locked, :m] @ s, axis=0))
+        all_theta = np.concatenate([locked_theta, theta])
+        all_ok = converged(all_theta, np.concatenate([locked_res, res]))
+        own = _priority(theta, which)[:wanted_count]
+        picks = [i for i, _, _ in _wanted(all_theta, k, which)]
+        done = (block_steps >= min_iter and all_ok[locked + own].all() and all_ok[picks].all())
+        # invariant: β ≈ 0, or to the tolerance (every Ritz value of the space converged: a
+        # repeated eigenvalue's other copies lie outside it)
+        invariant = _broke_down(b, scale, v0.dtype) or bool(all_ok[locked:].all())
+        if steps >= max_iter or (done and not invariant):
+            break
+        if invariant:  # lock the space's Ritz pairs (most wanted first, as fit) and restart
+            keep = m
+            while keep > min(m, wanted_count) and rows - locked - keep < min(
+                    n - locked - keep, min_active):
+                keep -= 1
+            order = _priority(theta, which)[:keep]
+            _rotate(basis[locked: locked + m], s[:, order])
+            locked_theta += theta[order].tolist()
+            locked_res += res[order].tolist()
+            locked += keep
+            theta = s = res = np.zeros(0)
+            m = 0
+            if locked >= n:
+                break
+            restarts = restarts or restart_generator(gen)
+            r = gaussian(n, restarts, v0.dtype, v0.device)
+            before = float(r.norm())
+            _reorthogonalize(r, basis[:locked])
+            if float(r.norm()) <= math.sqrt(torch.finfo(v0.dtype).eps) * before:
+                break  # numerically, everything is spanned
+            basis[locked] = r / r.norm()
+            t[:] = 0.0
+            coupling[:] = 0.0
+            m, block_steps = 1, 0
+            continue
+        if locked + m >= rows:  # full: restart thick from the most wanted Ritz vectors
+            keep_count = min(wanted_count + (m - wanted_count) // 2, m - 1)
+            order = _priority(theta, which)[:keep_count]
+            _rotate(basis[locked: locked + m], s[:, order])
+            t[:] = 0.0
+            t[np.arange(keep_count), np.arange(keep_count)] = theta[order]
+            t[:keep_count, keep_count] = t[keep_count, :keep_count] = b * s[-1, order]
+            coupling[:locked, :keep_count] = coupling[:locked, :m] @ s[:, order]
+            coupling[:, keep_count:] = 0.0
+            m = keep_count
+        else:
+            t[m - 1, m] = t[m, m - 1] = b
+        basis[locked + m] = w / b
+        m += 1
+    locked = len(locked_theta)
+    all_theta = np.concatenate([locked_theta, theta])
+    all_res = np.concatenate([locked_res, res])
+    picks = _wanted(all_theta, k, which)
     idx = [i for i, _, _ in picks]
     vecs = None
     if vectors:
-        coeff = torch.from_numpy(s[:, idx].T.copy()).to(tri.basis.dtype).to(tri.basis.device)
-        vecs = coeff @ tri.basis
+        vecs = torch.empty(len(idx), n, dtype=basis.dtype, device=basis.device)
+        for row, i in enumerate(idx):
+            if i < locked:
+                vecs[row] = basis[i]
+            else:
+                coeff = torch.from_numpy(s[:, i - locked].copy()).to(basis.dtype)
+                vecs[row] = coeff.to(basis.device) @ basis[locked: locked + m]
         vecs /= vecs.norm(dim=1, keepdim=True)
-    return Eigenpairs(values=theta[idx], residuals=res[idx], converged=converged(theta, res)[idx],
+    return Eigenpairs(values=all_theta[idx], residuals=all_res[idx],
+                      converged=converged(all_theta, all_res)[idx],
                       end=[e for _, e, _ in picks], rank=[r for _, _, r in picks],
-                      steps=len(tri.alpha), seconds=time.perf_counter() - started, ritz=theta,
-                      vectors=vecs)
+                      steps=steps, seconds=time.perf_counter() - started, ritz=all_theta,
+                      vectors=vecs, state_vectors=rows + 1)
 
 
 # --------------------------------------------------------------------------- trace, density
@@ -597,7 +755,7 @@ class TraceEstimate:
     se: float
     samples: np.ndarray
     seconds: float
-    converged: bool
+    converged: bool | None  # None: no target was set (tol 0), so none was shown
 
     @property
     def probes(self) -> int:
@@ -609,7 +767,8 @@ def hutchinson_trace(op: HessianOperator, probes: int = 100, generator: torch.Ge
     """tr(H) by Hutchinson with Rademacher probes, `batch` probes per operator call.
 
     Stops early once the standard error is ≤ tol · |estimate| (with ≥ min_probes);
-    tol 0 runs all probes. `converged` says whether that target was met.
+    tol 0 runs all probes. `converged` says whether that target was met (None for tol 0:
+    there was none to meet).
     """
     gen = generator or torch.Generator(device=op.device).manual_seed(0)
     started = time.perf_counter()
@@ -627,7 +786,19 @@ def hutchinson_trace(op: HessianOperator, probes: int = 100, generator: torch.Ge
                 break
     mean, se = _mean_se(samples)
     return TraceEstimate(mean, se, np.array(samples), time.perf_counter() - started,
-                         converged or tol <= 0)
+                         converged if tol > 0 else None)
+
+
+def trace_difference(total: TraceEstimate, part: TraceEstimate) -> TraceEstimate:
+    """tr(A − B) from Hutchinson runs of A and B on the same probes (generators seeded alike,
+    the same probe batch): per-probe differences, so B's probe noise cancels, not adds —
+    e.g. the trace of the NLL alone, the penalty's (≈ weight_decay · I) taken out."""
+    if len(total.samples) != len(part.samples):
+        raise ValueError(f"paired traces need the same probes: {len(total.samples)} vs "
+                         f"{len(part.samples)} samples")
+    x = total.samples - part.samples
+    mean, se = _mean_se(x)
+    return TraceEstimate(mean, se, x, total.seconds + part.seconds, total.converged)
 
 
 def _mean_se(samples: Sequence[float]) -> tuple[float, float]:
@@ -660,7 +831,7 @@ def slq(op: HessianOperator, starts: int = 1, steps: int = 100,
     nodes, weights, hvps = [], [], 0
     for _ in range(starts):
         v0 = rademacher(op.n, gen, op.dtype, op.device)
-        tri = lanczos(op.matvec, v0, steps, generator=gen, restart=False)
+        tri = lanczos(op.matvec, v0, steps)
         theta, s = tri.eig()
         nodes.append(theta)
         weights.append(s[0, :] ** 2)
