@@ -235,6 +235,28 @@ def test_trajectory_polar_coords_are_weight_space_distance_and_angle():
     np.testing.assert_allclose(theta, [np.arctan2(4, 3), np.pi / 2, np.pi])
 
 
+def test_hessian_stats_keep_the_ends_of_which_both_apart():
+    """which both: 2 largest + 2 smallest per unit. Pooled together NEP would be 0.5 by
+    construction; per end it is the share of negatives at each end, labelled."""
+    ends = ["largest", "largest", "smallest", "smallest"] * 2
+    df = pd.concat([
+        _rows(8, model="vit_ti", quantity="eigenvalue", which="both", end=ends,
+              rank=[0, 1] * 4, value=[9.0, 4.0, -3.0, 0.5, 8.0, 6.0, -1.0, -2.0],
+              unit_id=["a"] * 4 + ["b"] * 4),
+        _rows(2, model="vit_ti", quantity="trace", which="both", value=[100.0, 120.0]),
+        _rows(2, model="vit_ti", quantity="trace_nll", which="both", value=[10.0, 14.0]),
+    ], ignore_index=True)
+    table = hessian_stats(df).set_index("pooled")
+    assert list(table.index) == ["2 largest per unit", "2 smallest per unit"]
+    top, bottom = table.loc["2 largest per unit"], table.loc["2 smallest per unit"]
+    assert top["nep"] == 0.0 and top["ape"] == pytest.approx((9 + 4 + 8 + 6) / 4)
+    assert bottom["nep"] == pytest.approx(3 / 4) and bottom["ape"] == pytest.approx(0.5)
+    assert (table["trace"] == 110.0).all() and (table["trace_nll"] == 12.0).all()
+    mag = hessian_stats(df.assign(end="magnitude", which="magnitude", rank=[0, 1, 2, 3] * 2
+                                  + [-1] * 4))
+    assert list(mag["pooled"]) == ["top-4 by |λ| per unit"] and mag["nep"].iloc[0] == 3 / 8
+
+
 def _grid(model: str = "resnet18") -> pd.DataFrame:
     a, b = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0])
     a, b = a.ravel(), b.ravel()

@@ -313,9 +313,12 @@ def _hessian(report: Report, f: dict[str, pd.DataFrame]) -> None:
                          "(Fig. 1c, 4).")
     hs = f.get("hessian")
     report.table(sec, "hessian_stats", "Hessian eigenvalue statistics",
-                 "Pooled top eigenvalues per model and data regime: NEP = P(λ<0) "
-                 "(non-convexity), APE = E[λ | λ>0] (sharpness), quantiles, extremes, and the "
-                 "mean Hutchinson trace.",
+                 "Pooled top eigenvalues per model, data regime and end (`pooled` says which "
+                 "rows of each unit: the paper's are the top-5 by |λ|; with which: both the "
+                 "largest and the smallest are apart): NEP = P(λ<0) (non-convexity), "
+                 "APE = E[λ | λ>0] (sharpness), quantiles, extremes, the mean Hutchinson trace "
+                 "of the measured objective and of the NLL alone (trace_nll: the penalty's "
+                 "weight_decay · I part taken out).",
                  lambda: tables.hessian_stats(_need(hs, "hessian")))
     report.figure(sec, "hessian_spectra", "Top-eigenvalue spectra",
                   "Density (log scale) of the pooled top eigenvalues of every minibatch's "

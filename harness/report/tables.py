@@ -206,28 +206,53 @@ def _corruption_errors(rows: pd.DataFrame, base: pd.DataFrame, by: list[str]) ->
     return out
 
 
+#: what the eigenvalue rows of one `end` are, for the `pooled` column
+POOLED = {"magnitude": "top-{k} by |λ|", "largest": "{k} largest", "smallest": "{k} smallest",
+          "": "every eigenvalue row"}
+
+
+def _pooled(end: str, eig: pd.DataFrame) -> str:
+    """`pooled` label: which rows of each unit were pooled (end and how many per unit)."""
+    k = int(eig["rank"].max()) + 1 if "rank" in eig.columns and len(eig) else 0
+    return POOLED.get(end, f"end {end}").format(k=k) + " per unit"
+
+
 def hessian_stats(hessian: pd.DataFrame) -> pd.DataFrame:
-    """Pooled top eigenvalues per model and data regime: NEP = P(λ<0), APE = E[λ|λ>0],
-    quantiles, extremes, and the mean Hutchinson trace when measured."""
+    """Pooled top eigenvalues per model, data regime and `end`: NEP = P(λ<0), APE = E[λ|λ>0],
+    quantiles, extremes, the mean Hutchinson trace and that of the NLL alone when measured.
+
+    One row per end, labelled in `pooled` (e.g. "top-5 by |λ| per unit", the paper's): with
+    `which: both` the largest and the smallest are summarized apart — pooled together, half
+    of the rows are the most negative by construction and NEP would read 0.5.
+    """
     rows = _require(hessian, "hessian", ["quantity", "value"])
-    used = rows[rows["quantity"].isin(["eigenvalue", "trace"])]
+    used = rows[rows["quantity"].isin(["eigenvalue", "trace", "trace_nll"])]
     _require(used, "hessian eigenvalue or trace")
     keys = identity_keys(used, HESSIAN_KEYS)
     out = []
     for _, group in used.groupby(keys, dropna=False, sort=True):
-        eig = group.loc[group["quantity"] == "eigenvalue", "value"].to_numpy(float)
-        trace = group.loc[group["quantity"] == "trace", "value"].to_numpy(float)
-        summary = nep_ape(eig)
-        record = {k: group[k].iloc[0] for k in keys}
-        record.update({"n_eigenvalues": summary["count"], "nep": summary["nep"],
-                       "ape": summary["ape"],
-                       "min": float(eig.min()) if len(eig) else np.nan,
-                       "max": float(eig.max()) if len(eig) else np.nan})
-        for q in QUANTILES:
-            record[f"q{round(q * 100):02d}"] = float(np.quantile(eig, q)) if len(eig) else np.nan
-        record["trace"] = float(trace.mean()) if len(trace) else np.nan
-        record["n_traces"] = len(trace)
-        out.append(record)
+        eigs = group[group["quantity"] == "eigenvalue"]
+        ends = (eigs["end"].fillna("").astype(str) if "end" in eigs.columns
+                else pd.Series("", index=eigs.index))
+        traces = {q: group.loc[group["quantity"] == q, "value"].to_numpy(float)
+                  for q in ("trace", "trace_nll")}
+        for end in sorted(set(ends)) or [""]:
+            sel = eigs[ends == end]
+            eig = sel["value"].to_numpy(float)
+            summary = nep_ape(eig)
+            record = {k: group[k].iloc[0] for k in keys}
+            record.update({"pooled": _pooled(end, sel) if len(sel) else "",
+                           "n_eigenvalues": summary["count"], "nep": summary["nep"],
+                           "ape": summary["ape"],
+                           "min": float(eig.min()) if len(eig) else np.nan,
+                           "max": float(eig.max()) if len(eig) else np.nan})
+            for q in QUANTILES:
+                record[f"q{round(q * 100):02d}"] = (float(np.quantile(eig, q)) if len(eig)
+                                                    else np.nan)
+            for q, values in traces.items():
+                record[q] = float(values.mean()) if len(values) else np.nan
+            record["n_traces"] = len(traces["trace"])
+            out.append(record)
     return pd.DataFrame(out)
 
 
