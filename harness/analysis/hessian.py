@@ -32,16 +32,28 @@ nothing between HVPs (the full-dataset / large-batch mode), and
 `forward_over_reverse` is the torch.func path (vmap-able, `fused_attn` off
 required as for the others).
 
-Lanczos keeps the whole basis (full reorthogonalization, classical Gram–Schmidt
-twice), α and β in float64, and solves the tridiagonal with the symmetric
-`scipy.linalg.eigh_tridiagonal`. A Ritz pair (θ, y) has the residual
-r = ‖Hy − θy‖ = |β_m s_m|, an upper bound on the distance of θ to the spectrum;
+Lanczos (`lanczos_eigs`) keeps at most `max_vectors` n-vectors on the operator's
+device, basis and product in flight together (default 2 · wanted + 14: 24 for a
+top-5), with full reorthogonalization (classical Gram–Schmidt twice), α and β in
+float64 and the small projected matrix solved densely. When the basis is full it
+restarts thick (Wu & Simon, SIAM J. Matrix Anal. Appl. 22, 2000): the most wanted half
+of the Ritz vectors are kept, rotated in place, with the residual direction, and the
+projection becomes an arrowhead. A Ritz pair (θ, y) has the residual
+r = ‖Hy − θy‖, an upper bound on the distance of θ to the spectrum;
 once θ is separated from the rest of the spectrum by a gap δ, the error is
 bounded by r²/δ (Kato–Temple; Parlett, The Symmetric Eigenvalue Problem, §11.7),
-far below r. A wanted Ritz value is converged when min(r, r²/δ) ≤ tol · max|θ|
-(≈ tol·‖H‖) and r ≤ 10 · tol · max|θ|, with δ estimated by the distance to the
-nearest other Ritz value — the guard on r keeps an estimated gap of a Ritz value
-that is not yet resolved from ending the run. The top eigenvalues' Krylov space
+far below r. Ritz values whose intervals θ ± r overlap (copies of a repeated
+eigenvalue) count as one cluster with R² = Σ r² and δ its distance to the nearest
+other Ritz value (the block form of the bound). A wanted Ritz value is converged when
+min(r, R²/δ) ≤ tol · max|θ| (≈ tol·‖H‖) and r ≤ 10 · tol · max|θ| — the guard on r keeps
+an estimated gap of a Ritz value that is not yet resolved from ending the run.
+One start vector's Krylov space holds one copy of a repeated eigenvalue: when the
+space is invariant — β ≈ 0, or every Ritz value in it converged — its Ritz pairs are
+locked (the most wanted that fit the budget) and Lanczos continues from a random
+vector orthogonal to all kept vectors, drawn from its own stream (`restart_generator`),
+until the restarted space's own wanted values converge too or nothing is left; what
+reorthogonalization removes against locked pairs enters every residual, so no value
+claims an accuracy that was not shown. The top eigenvalues' Krylov space
 is entered faster from a start vector that already leans into it: the gradient
 concentrates in the top Hessian eigenspace (Gur-Ari et al., 2018), so the top-k
 solve starts from random + gradient (each normalized), the random half keeping
