@@ -4,7 +4,7 @@
 
 Model: timm's resnet50 (10 classes, freshly initialised, seed 0, eval mode) on the
 harness's `synthetic` 32×32 images, one batch of 32 augmented with the paper preset;
-objective NLL + 0.05 · ½Σw² (`harness.objective.batch_objective`), products by
+objective NLL + 0.05 · ½Σw² (`harness.analysis.objective.batch_objective`), products by
 `HessianOperator` (method retained: the graph is built once, before both solvers).
 
 Both solvers want the top-5 eigenvalues of largest |λ| at tol 1e-3, from the same start
@@ -35,10 +35,10 @@ import time
 import numpy as np
 import torch
 
-from harness.data import load_dataset
-from harness.hessian import (HessianOperator, default_vectors, lanczos_eigs, start_vector)
-from harness.models import build_model
-from harness.objective import batch_objective, fixed_batches
+from harness.analysis.hessian import HessianOperator, default_vectors, lanczos_eigs, start_vector
+from harness.analysis.objective import batch_objective, fixed_batches
+from harness.data.datasets import load_dataset
+from harness.models.registry import build_model
 
 TOP, TOL, REF_TOL, WEIGHT_DECAY = 5, 1e-3, 1e-6, 0.05
 
