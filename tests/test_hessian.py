@@ -436,7 +436,7 @@ def test_task_rows_for_each_minibatch_with_both_solvers(tmp_path):
     assert (vit["explicit_attention"] == 2).all()
     from safetensors.torch import load_file
 
-    saved = load_file(vit["eigenvector_file"].iloc[0])  # Ritz vectors in the rows' order
+    saved = load_file(str(tmp_path / vit["eigenvector_file"].iloc[0]))  # rows: root-relative
     assert saved["vectors"].shape == (4, vit["n_params"].iloc[0])
     assert np.allclose(saved["eigenvalues"].numpy(), vit.sort_values(["end", "rank"])["value"])
     for (_, solver, batch), d in df[df.quantity == "density"].groupby(["model", "solver",
