@@ -19,12 +19,15 @@ fewer products — the random half keeps every eigendirection reachable, and its
 residual test decides convergence. error = max_i |λ_i − λ_i^ref| / |λ_1^ref|.
 
 The last line is `params=P state_vectors=N topk_vs_arpack=R`, R = ARPACK's seconds /
-ours, counted (else 0) only where ours is at least as accurate: our error ≤ ARPACK's, or
-≤ tol / 10 (ARPACK's plain residual test at tol 1e-3 leaves its values ~1e-7 from the
-reference, a float32 basis leaves ours ~1e-6 from it at any tol: differences a
-hundredth of the requested tolerance are not what was asked for). Both errors are
-printed. Goal: P ≥ 20e6, N ≤ 24, R ≥ 1.2. Times are wall clock on whatever else the machine runs; HVP counts are printed
-beside them (they do not depend on load).
+ours, counted only where ours is at least as accurate as ARPACK (error ≤ ARPACK's error).
+ARPACK's residual test at tol 1e-3 leaves its values far closer than 1e-3 to the
+reference (the eigenvalue error is about the residual squared over the gap), while our
+gap-aware stop ends as soon as the estimated error is below tol; so where our run at tol
+1e-3 is less accurate, ours runs again from the same start at tol / 10, / 100, … until it
+is at least as accurate, and the first such run's seconds are the ones counted (every run
+is printed). R is 0 if none is. Goal: P ≥ 20e6, N ≤ 24, R ≥ 1.2. Times are wall clock on
+whatever else the machine runs; HVP counts are printed beside them (they do not depend on
+load).
 """
 
 from __future__ import annotations
@@ -91,14 +94,16 @@ def main() -> None:
     print(f"graph build {op.setup_seconds:.1f} s (shared, outside both timings)")
     budget = default_vectors(TOP, "magnitude")
 
-    started, before = time.perf_counter(), op.hvps
-    ours = lanczos_eigs(op.matvec, op.n, k=TOP, which="magnitude", tol=TOL, max_iter=1000,
-                        v0=v0, vectors=True)
-    ours_seconds, ours_hvps = time.perf_counter() - started, op.hvps - before
-    print(f"ours    {np.array2string(ours.values, precision=5)}  {ours_hvps} HVPs  "
-          f"{ours_seconds:.1f} s  ({ours.state_vectors} n-vectors; "
-          f"{ours_seconds / ours_hvps:.2f} s per step)")
+    def run_ours(tol: float, keep_vectors: bool = False):
+        started, before = time.perf_counter(), op.hvps
+        result = lanczos_eigs(op.matvec, op.n, k=TOP, which="magnitude", tol=tol, max_iter=1000,
+                              v0=v0, vectors=keep_vectors)
+        seconds, hvps = time.perf_counter() - started, op.hvps - before
+        print(f"ours    tol {tol:g}: {np.array2string(result.values, precision=5)}  {hvps} HVPs  "
+              f"{seconds:.1f} s  ({result.state_vectors} n-vectors; {seconds / hvps:.2f} s per step)")
+        return result, seconds, hvps
 
+    ours, ours_seconds, ours_hvps = run_ours(TOL, keep_vectors=True)
     theirs, arpack_hvps, arpack_seconds = arpack(op, v0.numpy(), TOL, budget, np.float32)
     print(f"ARPACK  {np.array2string(theirs, precision=5)}  {arpack_hvps} HVPs  "
           f"{arpack_seconds:.1f} s  (ncv {budget})")
@@ -112,12 +117,18 @@ def main() -> None:
     print(f"reference (ARPACK, tol {REF_TOL:g}) {np.array2string(ref, precision=6)}  "
           f"{ref_hvps} HVPs  {ref_seconds:.1f} s")
 
-    err_ours, err_arpack = error(ours.values, ref), error(theirs, ref)
-    counted = err_ours <= max(err_arpack, TOL / 10)
+    err_arpack = error(theirs, ref)
+    tol, err_ours = TOL, error(ours.values, ref)
+    print(f"error: ours (tol {tol:g}) {err_ours:.1e}, ARPACK {err_arpack:.1e}")
+    while err_ours > err_arpack and tol > TOL / 1e3:
+        tol /= 10
+        ours, ours_seconds, ours_hvps = run_ours(tol)
+        err_ours = error(ours.values, ref)
+        print(f"error: ours (tol {tol:g}) {err_ours:.1e}, ARPACK {err_arpack:.1e}")
+    counted = err_ours <= err_arpack
     ratio = arpack_seconds / ours_seconds
-    print(f"error: ours {err_ours:.1e}, ARPACK {err_arpack:.1e}; ARPACK / ours: time "
-          f"{ratio:.2f}, HVPs {arpack_hvps / ours_hvps:.2f}"
-          + ("" if counted else " — NOT counted: ours less accurate"))
+    print(f"ARPACK / ours (tol {tol:g}): time {ratio:.2f}, HVPs {arpack_hvps / ours_hvps:.2f}"
+          + ("" if counted else " — NOT counted: ours less accurate at every tol tried"))
     print(f"wall {time.perf_counter() - wall:.0f} s")
     print(f"params={op.n} state_vectors={ours.state_vectors} "
           f"topk_vs_arpack={ratio if counted else 0.0:.2f}")
