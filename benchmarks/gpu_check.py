@@ -54,9 +54,9 @@ def sweep_doc(dry: bool) -> dict[str, Any]:
 
 def run_sweep(dry: bool, root: str) -> str:
     import harness
-    from harness.executor import RunConfig, run_units
-    from harness.registry import load_tasks
-    from harness.spec import validate
+    from harness.engine.executor import RunConfig, run_units
+    from harness.engine.registry import load_tasks
+    from harness.engine.spec import validate
 
     doc = sweep_doc(dry)
     missing = sorted(set(load_tasks()) - set(doc["tasks"]))
@@ -102,7 +102,7 @@ def timed(fn: Callable[[], Any], reps: int, device: str) -> float:
 
 
 def corruption_throughput(device: str, n: int) -> None:
-    from harness.corruptions import corrupt
+    from harness.data.corruptions import corrupt
 
     x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     for kind in ("gaussian_noise", "defocus_blur", "fog", "jpeg_compression"):
@@ -115,7 +115,7 @@ def corruption_throughput(device: str, n: int) -> None:
 
 
 def hvp_over_gradient(device: str, batch: int) -> None:
-    from harness.hessian import HessianOperator, explicit_attention
+    from harness.analysis.hessian import HessianOperator, explicit_attention
     from harness.models import build_model
 
     torch.manual_seed(0)

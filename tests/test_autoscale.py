@@ -197,7 +197,7 @@ def test_shard_actors_start_all_together_or_hold_nothing(ray_session):
 
     from ray.util import placement_group_table
 
-    from harness.hessian_parallel import ShardedHessian
+    from harness.analysis.hessian_parallel import ShardedHessian
     from tasks.hessian import shard_objective
 
     doc = {"name": "hs", "tasks": {"hessian": {

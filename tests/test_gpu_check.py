@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import harness_env
 
-from harness.registry import load_tasks
-from harness.spec import validate
+from harness.engine.registry import load_tasks
+from harness.engine.spec import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
