@@ -5,7 +5,8 @@
 1. sweep: a small unit (or a few) of every registered task — train with `amp` (bfloat16
    autocast) included — on the Ray executor: four workers of `num_gpus: 0.25` on one GPU.
    Checks every unit finished and every row ran on the device; prints per task its units,
-   rows, device, worker pids and, where the rows have one, the `precision` column.
+   rows, device and, where the rows have one, the `precision` column; and in how many worker
+   processes the (sleeping) noop units ran.
 2. corruption throughput: `harness.corruptions.corrupt` on 2,048 32×32 images, per kind,
    GPU against CPU (images/s).
 3. HVP over gradient on the GPU: one Hessian-vector product (retained graph) against one
@@ -38,13 +39,14 @@ VIT = {"model": "vit_ti", "model_args": {"embed_dim": 48, "depth": 2, "num_heads
 def sweep_doc(dry: bool) -> dict[str, Any]:
     """One small block per task; the executor's GPU share set by the caller."""
     return {"name": "gpu_check", "tasks": {
-        "noop": {"index": [0, 1, 2, 3], "work_iters": 20},
+        "noop": {"index": list(range(8)), "sleep_s": 1.0},  # spread over the workers
         "evaluate": {**EVAL, "seed": [0, 1]},
         "train": {**SMALL, "epochs": 1, "warmup_epochs": 0, "batch_size": 64, "amp": True,
                   "data_size": 128 if dry else 512, "eval_batch_size": 256},
         "landscape": {**SMALL, "num_samples": 32, "batch_size": 32, "a_points": 3, "b_points": 3,
                       "chunk_size": 9},
-        "hessian": {**SMALL, "num_samples": 32, "batch_size": 32, "max_iter": 20, "top_k": 2},
+        "hessian": {**SMALL, "num_samples": 32, "batch_size": 32, "max_iter": 20, "top_k": 2,
+                    "penalty": "half_sq"},  # a fresh model: the l2 penalty has no Hessian at 0
         "corruption": {**EVAL, "corruption": ["gaussian_noise", "fog"], "severity": 3},
         "freqnoise": {**EVAL, "frequency": [0.0, 0.5]},
         "fourier": EVAL,
@@ -72,18 +74,16 @@ def run_sweep(dry: bool, root: str) -> str:
     if summary.failed or summary.done != len(units):
         raise SystemExit("gpu_check: units failed: " + "; ".join(summary.errors[:5]))
     device = "cpu" if dry else "cuda"
-    pids: set[int] = set()
     for task in doc["tasks"]:
         df = harness.load(root, task=task, sweep="gpu_check")
         devices = sorted(set(df["device"].astype(str)))
-        pids |= set(df["pid"])
         precision = sorted(set(df["precision"].astype(str))) if "precision" in df else "-"
         print(f"  {task:<11} units {df['unit_id'].nunique():>2}  rows {len(df):>5}  "
-              f"device {','.join(devices)}  precision {precision}  "
-              f"pids {df['pid'].nunique()}")
+              f"device {','.join(devices)}  precision {precision}")
         if any(not d.startswith(device) for d in devices):
             raise SystemExit(f"gpu_check: {task} rows ran on {devices}, expected {device}")
-    print(f"  worker processes that ran units: {len(pids)}")
+    pids = harness.load(root, task="noop", sweep="gpu_check")["pid"].nunique()
+    print(f"  noop units ran in {pids} of the {config.workers} worker processes")
     return device
 
 

@@ -35,7 +35,7 @@ def test_dry_run_on_the_cpu_runs_every_step():
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     out = run.stdout
-    assert "sweep: 16/16 units of 10 tasks" in out
+    assert "sweep: 20/20 units of 10 tasks" in out
     for line in ("corruption fog", "hvp resnet18", "hvp vit_ti", "train resnet18 batch 8"):
         assert line in out
     assert out.strip().splitlines()[-1] == "gpu_check=ok device=cpu (dry run)"
