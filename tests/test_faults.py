@@ -344,10 +344,12 @@ def test_ray_timeout_of_a_unit_whose_file_is_stored_is_a_success(tmp_path, monke
     pool = ray_pool._Pool.__new__(ray_pool._Pool)
     outcomes = []
     pool.config = RunConfig(kind="ray", unit_timeout=1.0)
-    pool.store, pool.queue, pool.summary = Store(str(tmp_path)), deque(), RunSummary()
+    pool.store, pool.queues, pool.summary = Store(str(tmp_path)), {}, RunSummary()
+    pool.resources = {"noop": pool.config.for_task("noop")}
     pool.on_outcome = outcomes.append
     stalled = ray_pool._Batch([(unit, 1)], stream=object(), started=time.perf_counter() - 5)
-    pool.slots = [ray_pool._Slot(actor=None, ready=None, batches=deque([stalled]))]
+    pool.slots = [ray_pool._Slot(actor=None, ready=None, shape=(1.0, 0.0),
+                                 batches=deque([stalled]))]
     restarted = []
     monkeypatch.setattr(pool, "_restart", restarted.append, raising=False)
     monkeypatch.setattr(ray_pool.ray, "wait", lambda refs, timeout=0: ([], refs))

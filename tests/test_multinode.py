@@ -48,11 +48,11 @@ def free_port() -> int:
 class RayNode:
     """One `ray start` node in a session of its own, with its own temp dir."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], num_cpus: int = 1) -> None:
         # Short: Ray puts Unix sockets under it (107-byte path limit).
         self.temp_dir = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
         self.proc = subprocess.Popen(
-            [RAY, "start", *args, "--num-cpus=1", "--node-ip-address=127.0.0.1",
+            [RAY, "start", *args, f"--num-cpus={num_cpus}", "--node-ip-address=127.0.0.1",
              f"--temp-dir={self.temp_dir}", "--object-store-memory=100000000",
              "--disable-usage-stats"],
             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -11,11 +11,14 @@ side, `ShardedHessian`, has the interface the numerics in `harness.analysis.hess
 (n, dtype, device, matvec, matmat, fresh_matvec, hvps), so Lanczos, Hutchinson
 and SLQ run on it unchanged; the basis stays on the driver.
 
-Resources: shard actors ask Ray for `num_cpus` / `num_gpus` each. A unit that
-creates them runs inside a pool worker, which already holds its own share:
-leave room for the shards (e.g. `executor: {workers: 1, num_gpus: 0}` for the
-units, `shard_num_gpus: 1` for the shards), or actor start times out with a
-message saying what was asked for and what is free.
+Resources: shard actors ask Ray for `num_cpus` / `num_gpus` each, all at once:
+their bundles form one placement group, so the shards start together or not at
+all, and two units that build operators at the same time never each hold part
+of their shards while waiting for the rest. A unit that creates them runs
+inside a pool worker, which already holds its own share: leave room for the
+shards (e.g. `executor: {workers: 1, num_gpus: 0}` for the units,
+`shard_num_gpus: 1` for the shards), or the start times out with a message
+saying what was asked for and what is free.
 """
 
 from __future__ import annotations
@@ -82,17 +85,23 @@ class ShardedHessian:
                  device: torch.device | str = "cpu", start_timeout: float = 300.0) -> None:
         import ray
         from ray.exceptions import GetTimeoutError
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         if not ray.is_initialized():
             raise RuntimeError("the data-parallel Hessian (shards > 1) needs Ray: run the sweep "
                                "with the ray executor (or call ray.init() first)")
-        remote = ray.remote(ShardActor).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                                max_concurrency=1, max_restarts=0)
         self._ray = ray
         self.actors: list[Any] = []
+        self.group: Any = None
         try:  # whatever fails from here on (a Ctrl-C included), no shard actor outlives it
-            for i in range(shards):
-                self.actors.append(remote.remote(builder, i, shards, method, num_cpus, num_gpus))
+            self.group = shard_group(shards, num_cpus, num_gpus)
+            remote = ray.remote(ShardActor)
+            for i in range(shards):  # shard i in bundle i: they start when the whole group is placed
+                self.actors.append(remote.options(
+                    num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1, max_restarts=0,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        self.group, placement_group_bundle_index=i)).remote(
+                            builder, i, shards, method, num_cpus, num_gpus))
             infos = self._start(shards, num_cpus, num_gpus, start_timeout, GetTimeoutError)
         except BaseException:
             self.close()
@@ -158,16 +167,31 @@ class ShardedHessian:
         return max(self._ray.get([a.setup_seconds.remote() for a in self.actors]))
 
     def close(self) -> None:
-        """Stop the shard actors (their memory goes with them)."""
+        """Stop the shard actors (their memory goes with them) and free their placement group."""
         for a in self.actors:
             self._ray.kill(a)
         self.actors = []
+        if self.group is not None:
+            self._ray.util.remove_placement_group(self.group)
+            self.group = None
 
     def __enter__(self) -> "ShardedHessian":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def shard_group(shards: int, num_cpus: float, num_gpus: float) -> Any:
+    """One placement group of `shards` bundles of the shards' resources, spread over nodes
+    where it must be and packed where it can: Ray reserves all of them or none."""
+    from ray.util import placement_group
+
+    bundle = {k: v for k, v in (("CPU", num_cpus), ("GPU", num_gpus)) if v > 0}
+    if not bundle:
+        raise ValueError("shard actors need num_cpus > 0 or num_gpus > 0 (shard_num_cpus / "
+                         "shard_num_gpus)")
+    return placement_group([bundle] * shards, strategy="PACK")
 
 
 def shard_batches(batches: Sequence[Batch], shard: int, shards: int

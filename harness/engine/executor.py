@@ -117,7 +117,7 @@ def _run_local(units: list[WorkUnit], results_root: str, config: RunConfig,
     while queue:
         unit, attempt = queue.popleft()
         try:
-            with _alarm(config.unit_timeout):
+            with _alarm(config.for_task(unit.task).unit_timeout):
                 outcome = runner.run(unit, attempt)
         except UnitTimeout as exc:  # fired outside the unit's own try block
             outcome = stored_outcome(runner.store, unit, runner.node_id) or Outcome(

@@ -12,7 +12,14 @@ always knows which unit an actor is running and since when:
 * batches are sized from the measured unit time (about `TARGET_BATCH_S` of
   work, at most `max_batch` units, never more than an even share of what is
   left), so no-op units cost one actor call per batch while long units go one
-  at a time; each actor has at most `max_inflight` batches queued.
+  at a time; each actor has at most `max_inflight` batches queued;
+* units run on actors of their task's shape (num_cpus, num_gpus: the executor
+  block, or its `tasks` entry), one queue per shape;
+* with `workers: 0` the pool is resized about once a second: per shape as many
+  actors as the cluster's resources hold now, up to `max_workers` in all and
+  never more than the units left, which it also asks the autoscaler for
+  (`request_resources`), so it grows as nodes join; idle actors beyond what
+  the remaining units need are let go, so the autoscaler can remove their nodes.
 A unit's own exception never escapes its batch: the runner records it and the
 batch goes on.
 """
@@ -23,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,7 +39,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from harness.engine.errors import ExecutorError
-from harness.engine.run_config import RunConfig, RunSummary, retry_failed
+from harness.engine.run_config import RunConfig, RunSummary, TaskResources, retry_failed
 from harness.engine.runner import (
     Outcome,
     UnitTimeout,
@@ -49,6 +56,11 @@ log = logging.getLogger("harness.ray")
 TARGET_BATCH_S = 0.1
 #: Warn when no actor has started after this long (the cluster may lack the resources).
 START_WARNING_S = 60.0
+#: Seconds between two resizes of the pool (each asks Ray for the cluster's resources).
+RESIZE_S = 1.0
+
+#: A worker actor's resources, (num_cpus, num_gpus); units of one shape share actors.
+Shape = tuple[float, float]
 
 
 class SecurityError(ExecutorError):
@@ -128,17 +140,76 @@ def ensure_ray(config: RunConfig) -> bool:
     else:
         # "local" starts a new instance even when a `ray start` cluster exists
         # on this machine (plain ray.init() would silently join that one).
-        needed = math.ceil(max(config.workers, 1) * config.num_cpus)
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), **options)
+        ray.init(address="local", num_cpus=embedded_cpus(config), **options)
     return True
 
 
-def default_workers(config: RunConfig) -> int:
-    """One worker per GPU share when GPUs are asked for, else one per CPU share."""
-    resources = ray.cluster_resources()
-    if config.num_gpus > 0:
-        return max(1, int(resources.get("GPU", 0) / config.num_gpus))
-    return max(1, int(resources.get("CPU", 1) / config.num_cpus))
+def detected_cpus() -> float:
+    """The CPUs Ray itself detects here: a container's CPU limit, not the host's core count."""
+    from ray._private.utils import get_num_cpus
+
+    return float(get_num_cpus())
+
+
+def embedded_cpus(config: RunConfig) -> int | None:
+    """num_cpus for an embedded Ray: None (Ray's own detection) unless the fixed `workers`
+    per shape (or one actor of the largest shape) need more logical CPUs than that, so
+    every asked-for actor can start."""
+    cpus = [config.num_cpus] + [config.for_task(t).num_cpus for t in config.tasks]
+    needed = math.ceil(config.workers * sum(cpus) if config.workers > 0 else max(cpus))
+    return needed if needed > detected_cpus() else None
+
+
+def plan_workers(demand: dict[Shape, int], workers: int, max_workers: int) -> dict[Shape, int]:
+    """Actors wanted per shape for `demand` units left of each: `workers` each when that is
+    fixed (> 0), else up to `max_workers` in all (0: no bound): one per shape first, the
+    rest in shape order."""
+    if workers > 0:
+        return {s: min(workers, d) for s, d in demand.items()}
+    want = {s: min(1, d) for s, d in demand.items()}
+    left = (max_workers or sum(demand.values())) - sum(want.values())
+    for s, d in demand.items():
+        extra = max(0, min(d - want[s], left))
+        want[s] += extra
+        left -= extra
+    return want
+
+
+def fit_workers(want: dict[Shape, int], held: dict[Shape, int],
+                total: dict[str, float]) -> dict[Shape, int]:
+    """How many of `want` to hold per shape: the `held` ones first, then as many more as the
+    cluster's `total` CPU/GPU hold, in shape order; at least one for a shape that wants any
+    (it waits for a node, and its pending actor is itself a demand the autoscaler sees)."""
+    free = {"CPU": total.get("CPU", 0.0), "GPU": total.get("GPU", 0.0)}
+    target: dict[Shape, int] = {}
+    for (cpus, gpus), w in want.items():
+        target[(cpus, gpus)] = keep = min(held.get((cpus, gpus), 0), w)
+        free["CPU"] -= keep * cpus
+        free["GPU"] -= keep * gpus
+    for (cpus, gpus), w in want.items():
+        while (target[(cpus, gpus)] < w and free["CPU"] >= cpus - 1e-9
+               and free["GPU"] >= gpus - 1e-9):
+            target[(cpus, gpus)] += 1
+            free["CPU"] -= cpus
+            free["GPU"] -= gpus
+        target[(cpus, gpus)] = max(target[(cpus, gpus)], min(1, w))
+    return target
+
+
+def bundles(want: dict[Shape, int]) -> list[dict[str, float]]:
+    """The autoscaler request for `want`: one resource bundle per actor."""
+    out = []
+    for (cpus, gpus), n in want.items():
+        bundle = {k: v for k, v in (("CPU", cpus), ("GPU", gpus)) if v > 0}
+        out += [bundle] * n
+    return out
+
+
+def request_resources(request: list[dict[str, float]]) -> None:
+    """Ask the autoscaler for `request` (replacing any earlier request; [] withdraws it)."""
+    from ray.autoscaler.sdk import request_resources as ask
+
+    ask(bundles=request)
 
 
 def batch_size(unit_s: float | None, max_batch: int, queued: int, places: int) -> int:
@@ -179,11 +250,13 @@ class _Batch:
 class _Slot:
     actor: Any
     ready: Any                      # ObjectRef of the actor's first call; None once it answered
+    shape: Shape
     batches: deque[_Batch] = field(default_factory=deque)
 
 
 class _Pool:
-    """The driver's state: a queue of (unit, attempt), slots of actors and their batches."""
+    """The driver's state: a queue of (unit, attempt) per shape, slots of actors and their
+    batches."""
 
     def __init__(self, units: list[WorkUnit], results_root: str, config: RunConfig,
                  on_outcome: Callable[[Outcome], None], summary: RunSummary) -> None:
@@ -191,34 +264,78 @@ class _Pool:
         self.on_outcome = on_outcome
         self.summary = summary
         self.store = Store(results_root)
-        self.queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
-        self.remote = ray.remote(Worker).options(
-            num_cpus=config.num_cpus, num_gpus=config.num_gpus, max_concurrency=1,
-            max_restarts=0, max_task_retries=0)
+        self.resources: dict[str, TaskResources] = {
+            t: config.for_task(t) for t in dict.fromkeys(u.task for u in units)}
+        self.queues: dict[Shape, deque[tuple[WorkUnit, int]]] = {}
+        for unit in units:
+            self.queue_of(unit).append((unit, 1))
+        self.remotes: dict[Shape, Any] = {}
         self.results_root = results_root
-        n_workers = min(config.workers or default_workers(config), max(len(units), 1))
-        self.slots = [self._spawn() for _ in range(n_workers)]
+        self.slots: list[_Slot] = []
+        self.requested: list[dict[str, float]] | None = None  # the autoscaler request in force
+        self.resized = -math.inf
         self.unit_s: float | None = None  # running mean of a unit's wall time
         self.deaths_since_success = 0
         self.started = time.perf_counter()
         self.warned = False
         self.none_ready_since: float | None = self.started
+        self.resize()
 
-    def _spawn(self) -> _Slot:
-        actor = self.remote.remote(self.results_root, self.config.num_gpus, self.config.num_cpus)
-        return _Slot(actor, actor.pid.remote())
+    def queue_of(self, unit: WorkUnit) -> deque[tuple[WorkUnit, int]]:
+        return self.queues.setdefault(self.resources[unit.task].shape, deque())
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def _spawn(self, shape: Shape) -> _Slot:
+        if shape not in self.remotes:
+            self.remotes[shape] = ray.remote(Worker).options(
+                num_cpus=shape[0], num_gpus=shape[1], max_concurrency=1, max_restarts=0,
+                max_task_retries=0)
+        actor = self.remotes[shape].remote(self.results_root, shape[1], shape[0])
+        return _Slot(actor, actor.pid.remote(), shape)
+
+    # -- sizing ---------------------------------------------------------------
+    def resize(self) -> None:
+        """Grow or shrink the pool to what the units left need and the cluster holds."""
+        self.resized = time.perf_counter()
+        demand = Counter({s: len(q) for s, q in self.queues.items()})
+        for slot in self.slots:
+            demand[slot.shape] += sum(len(b.units) - b.next for b in slot.batches)
+        want = plan_workers(dict(demand), self.config.workers, self.config.max_workers)
+        held = Counter(slot.shape for slot in self.slots)
+        target = want
+        if self.config.workers <= 0:
+            target = fit_workers(want, held, ray.cluster_resources())
+            if self.config.max_workers > 0:
+                self._request(bundles(want))
+        # idle actors past the target go, those that never started first
+        for slot in sorted(self.slots, key=lambda s: s.ready is None):
+            if held[slot.shape] > target.get(slot.shape, 0) and not slot.batches:
+                ray.kill(slot.actor)
+                self.slots.remove(slot)
+                held[slot.shape] -= 1
+        for shape, n in target.items():
+            self.slots += [self._spawn(shape) for _ in range(n - held[shape])]
+
+    def _request(self, request: list[dict[str, float]]) -> None:
+        if request != self.requested:
+            request_resources(request)
+            self.requested = request
 
     # -- dispatch ------------------------------------------------------------
     def fill(self) -> None:
         """Queue batches on started actors only: one that never starts (its node is gone, the
         cluster lacks its resources) holds no units."""
         now = time.perf_counter()
+        places = Counter(slot.shape for slot in self.slots)
         for slot in self.slots:
-            while (self.queue and slot.ready is None
+            queue = self.queues.get(slot.shape)
+            while (queue and slot.ready is None
                    and len(slot.batches) < self.config.max_inflight):
-                n = batch_size(self.unit_s, self.config.max_batch, len(self.queue),
-                               len(self.slots) * self.config.max_inflight)
-                units = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+                n = batch_size(self.unit_s, self.config.max_batch, len(queue),
+                               places[slot.shape] * self.config.max_inflight)
+                units = [queue.popleft() for _ in range(min(n, len(queue)))]
                 stream = slot.actor.run_batch.options(num_returns="streaming").remote(
                     [u.to_dict() for u, _ in units], [a for _, a in units])
                 batch = _Batch(units, stream)
@@ -234,13 +351,18 @@ class _Pool:
                 waitables[slot.ready] = slot
             elif slot.batches:
                 waitables[slot.batches[0].stream] = slot
+        if not waitables:  # every actor was let go, and a retry came back: grow again
+            self.resized = -math.inf
+            return
         ready, _ = ray.wait(list(waitables), num_returns=1, timeout=self._wait_s())
-        if not ready and not self.warned and all(s.ready is not None for s in self.slots) \
+        if not ready and not self.warned and self.unit_s is None \
+                and all(s.ready is not None for s in self.slots) \
                 and time.perf_counter() - self.started > START_WARNING_S:
             self.warned = True
-            log.warning("no worker actor has started after %.0f s: does the cluster have "
-                        "num_cpus=%g, num_gpus=%g free per worker? (`ray status`)",
-                        START_WARNING_S, self.config.num_cpus, self.config.num_gpus)
+            log.warning("no worker actor has started after %.0f s: does the cluster have free "
+                        "per worker %s? (`ray status`)", START_WARNING_S,
+                        " or ".join(f"num_cpus={c:g}, num_gpus={g:g}"
+                                    for c, g in {s.shape for s in self.slots}))
         for item in ready:
             slot = waitables[item]
             if item is slot.ready:
@@ -263,13 +385,18 @@ class _Pool:
                                                  ray.cluster_resources(),
                                                  ray.available_resources()))
 
+    def _timeout(self, batch: _Batch) -> float:
+        """The unit_timeout of the unit the batch is running now (0: none)."""
+        return self.resources[batch.units[batch.next][0].task].unit_timeout
+
     def _wait_s(self) -> float:
-        wait = 1.0
-        if self.config.unit_timeout > 0:
-            now = time.perf_counter()
-            for slot in self.slots:
-                if slot.batches and slot.batches[0].started is not None:
-                    left = slot.batches[0].started + self.config.unit_timeout - now
+        wait = RESIZE_S
+        now = time.perf_counter()
+        for slot in self.slots:
+            if slot.batches and slot.batches[0].started is not None:
+                limit = self._timeout(slot.batches[0])
+                if limit > 0:
+                    left = slot.batches[0].started + limit - now
                     wait = min(wait, max(left, 0.0) + 0.01)
         return wait
 
@@ -322,13 +449,14 @@ class _Pool:
     def _settle(self, unit: WorkUnit, attempt: int, result: Outcome) -> None:
         if retry_failed(result, attempt, self.config):
             self.summary.retried += 1
-            self.queue.append((unit, attempt + 1))
+            self.queue_of(unit).append((unit, attempt + 1))
         else:
             self.on_outcome(result)
 
     def _requeue(self, units: list[tuple[WorkUnit, int]]) -> None:
-        """Units that never started go back to the front, in order, as they were."""
-        self.queue.extendleft(reversed(units))
+        """Units that never started go back to the front of their queue, in order, as they were."""
+        for unit, attempt in reversed(units):
+            self.queue_of(unit).appendleft((unit, attempt))
 
     def _replace(self, slot: _Slot, exc: Exception, charge: bool) -> None:
         """The slot's actor died: charge its running unit, re-queue the rest, start a new one."""
@@ -343,7 +471,7 @@ class _Pool:
             (unit, attempt), waiting = waiting[0], waiting[1:]
             if attempt <= self.config.max_retries:
                 self.summary.retried += 1
-                self.queue.appendleft((unit, attempt + 1))
+                self.queue_of(unit).appendleft((unit, attempt + 1))
             else:
                 message = f"worker died on each of {attempt} attempts: {exc}"
                 record_failure(self.store, unit, message, "", driver_meta(attempt))
@@ -354,19 +482,17 @@ class _Pool:
 
     def _restart(self, slot: _Slot) -> None:
         ray.kill(slot.actor)
-        fresh = self._spawn()
+        fresh = self._spawn(slot.shape)
         slot.actor, slot.ready, slot.batches = fresh.actor, fresh.ready, deque()
 
     def _check_timeouts(self) -> None:
-        limit = self.config.unit_timeout
-        if limit <= 0:
-            return
         now = time.perf_counter()
         for slot in self.slots:
             if not slot.batches or slot.batches[0].started is None:
                 continue
             batch = slot.batches[0]
-            if now - batch.started <= limit:
+            limit = self._timeout(batch)
+            if limit <= 0 or now - batch.started <= limit:
                 continue
             if ray.wait([batch.stream], timeout=0)[0]:
                 continue  # it finished just in time: its outcome is waiting to be read
@@ -383,13 +509,17 @@ class _Pool:
             self._settle(unit, attempt, result)
 
     def run(self) -> None:
-        while self.queue or any(s.batches for s in self.slots):
+        while self.queued() or any(s.batches for s in self.slots):
+            if time.perf_counter() - self.resized >= RESIZE_S:
+                self.resize()
             self.fill()
             self.step()
 
     def close(self) -> None:
         for slot in self.slots:
             ray.kill(slot.actor)
+        if self.requested:
+            request_resources([])  # withdraw the request: idle nodes may go
 
 
 def run_on_ray(units: list[WorkUnit], results_root: str, config: RunConfig,

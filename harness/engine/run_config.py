@@ -21,6 +21,9 @@ class RunConfig:
         unit when units are long, so long units still spread over the workers.
     start_timeout: seconds the Ray pool waits with no worker started (none yet, or
         every one lost and none of the replacements up) before it gives up.
+    max_workers: with `workers` 0, the most actors at once, and what the pool
+        asks the cluster's autoscaler for (0: ask nothing, use what is there).
+    tasks: per-task overrides of num_cpus / num_gpus / unit_timeout (TASK_KEYS).
     """
 
     kind: str = "ray"
@@ -35,6 +38,32 @@ class RunConfig:
     max_batch: int = 64
     start_timeout: float = 600.0
     address: str | None = None
+    max_workers: int = 64
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def for_task(self, task: str) -> TaskResources:
+        """What a unit of `task` runs with: its `tasks` entry, else the sweep's values."""
+        own = self.tasks.get(task, {})
+        return TaskResources(float(own.get("num_cpus", self.num_cpus)),
+                             float(own.get("num_gpus", self.num_gpus)),
+                             float(own.get("unit_timeout", self.unit_timeout)))
+
+
+#: The executor settings a sweep may set per task (`executor.tasks.<task>.<key>`).
+TASK_KEYS = ("num_cpus", "num_gpus", "unit_timeout")
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """One task's worker shape (units of one shape share actors) and its unit timeout."""
+
+    num_cpus: float
+    num_gpus: float
+    unit_timeout: float
+
+    @property
+    def shape(self) -> tuple[float, float]:
+        return (self.num_cpus, self.num_gpus)
 
 
 @dataclass

@@ -30,6 +30,7 @@ import yaml
 from harness.engine.errors import SpecError
 from harness.engine.params import Param, ParamError, is_sweep_axis
 from harness.engine.registry import Task, load_tasks
+from harness.engine.run_config import TASK_KEYS
 from harness.engine.units import WorkUnit, unit_id_for
 
 TOP_LEVEL_KEYS = ("name", "description", "defaults", "executor", "tasks")
@@ -52,6 +53,8 @@ EXECUTOR_PARAMS: tuple[Param, ...] = (
           min_exclusive=True),
     Param("device", str, "auto", "torch device for the local executor",
           choices=("auto", "cpu", "cuda")),
+    Param("max_workers", int, 64, "with workers 0: most worker actors at once, and what is "
+          "asked of the cluster's autoscaler (0: ask nothing)", min=0),
 )
 
 
@@ -209,14 +212,15 @@ def validate(document: dict[str, Any]) -> Spec:
     if not isinstance(description, str):
         errors.append("description: expected a string")
 
-    executor = _validate_executor(document.get("executor", {}), errors)
+    raw_tasks = document.get("tasks")
+    executor = _validate_executor(document.get("executor", {}), errors,
+                                  list(raw_tasks) if isinstance(raw_tasks, dict) else [])
 
     defaults = document.get("defaults", {}) or {}
     if not isinstance(defaults, dict):
         errors.append("defaults: expected a mapping of param name to value")
         defaults = {}
 
-    raw_tasks = document.get("tasks")
     combos: dict[str, list[dict[str, Any]]] = {}
     if not isinstance(raw_tasks, dict) or not raw_tasks:
         errors.append(f"tasks: expected a mapping of task name to params; "
@@ -251,20 +255,55 @@ def validate(document: dict[str, Any]) -> Spec:
                 combos=combos)
 
 
-def _validate_executor(raw: Any, errors: list[str]) -> dict[str, Any]:
-    out = {p.name: p.default for p in EXECUTOR_PARAMS}
+def _validate_executor(raw: Any, errors: list[str], sweep_tasks: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {p.name: p.default for p in EXECUTOR_PARAMS}
+    out["tasks"] = {}
     if not isinstance(raw, dict):
         errors.append("executor: expected a mapping")
         return out
     by_name = {p.name: p for p in EXECUTOR_PARAMS}
     for key, value in raw.items():
+        if key == "tasks":
+            out["tasks"] = _validate_task_resources(value, errors, sweep_tasks)
+            continue
         if key not in by_name:
-            errors.append(f"executor.{key}: unknown key; allowed: {', '.join(by_name)}")
+            errors.append(f"executor.{key}: unknown key; allowed: {', '.join(by_name)}, tasks")
             continue
         try:
             out[key] = by_name[key].coerce(value)
         except ParamError as exc:
             errors.append(f"executor.{key}: {exc}")
+    return out
+
+
+def _validate_task_resources(raw: Any, errors: list[str],
+                             sweep_tasks: list[str]) -> dict[str, dict[str, float]]:
+    """`executor.tasks`: task name -> its own num_cpus / num_gpus / unit_timeout."""
+    if not isinstance(raw, dict):
+        errors.append(f"executor.tasks: expected a mapping of task name to {{{', '.join(TASK_KEYS)}}}"
+                      ", e.g. {train: {num_gpus: 1}}")
+        return {}
+    by_name = {p.name: p for p in EXECUTOR_PARAMS}
+    out: dict[str, dict[str, float]] = {}
+    for task, values in raw.items():
+        where = f"executor.tasks.{task}"
+        if task not in sweep_tasks:
+            errors.append(f"{where}: this sweep has no task {task!r}; its tasks: "
+                          f"{', '.join(sweep_tasks)}")
+            continue
+        if not isinstance(values, dict):
+            errors.append(f"{where}: expected a mapping with keys among {', '.join(TASK_KEYS)}")
+            continue
+        out[task] = {}
+        for key, value in values.items():
+            if key not in TASK_KEYS:
+                errors.append(f"{where}.{key}: not settable per task; allowed: "
+                              f"{', '.join(TASK_KEYS)}")
+                continue
+            try:
+                out[task][key] = by_name[key].coerce(value)
+            except ParamError as exc:
+                errors.append(f"{where}.{key}: {exc}")
     return out
 
 
