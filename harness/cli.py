@@ -22,7 +22,8 @@ from harness.engine.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
-DEMO_SWEEPS = ("demo_train", "demo", "demo_features", "demo_robustness")
+DEMO_SWEEPS = ("demo_train", "demo", "demo_features", "demo_robustness", "demo_landscape",
+               "demo_hessian")
 DEMO_REPORT = "report"
 
 

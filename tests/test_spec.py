@@ -231,4 +231,7 @@ def test_every_shipped_sweep_file_validates():
         if path.stem == "demo":  # names the checkpoints of demo_train, resolved at run time
             doc["tasks"]["evaluate"]["checkpoint"] = ""
             doc["tasks"]["evaluate"]["model"] = "resnet18"
+        lesion = doc["tasks"].get("lesion")
+        if isinstance(lesion, dict) and str(lesion.get("checkpoint")).startswith("sweep:"):
+            lesion["block"] = 1  # block -1 expands over the resolved model's residual blocks
         assert validate(doc).units(), path
