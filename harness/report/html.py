@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report import plots, tables
+from harness.report import claims, guide, plots, tables
 from harness.report.frames import final_epochs, metrics_rows, train_final, with_training
 from harness.report.tables import NoData
 from harness.engine.store import Store, load
@@ -44,6 +44,7 @@ class Item:
     body: str = ""
     files: list[str] = field(default_factory=list)
     state: str = "ok"  # ok | missing | error
+    read: str = ""  # figures: one line on how to read them
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Report:
             png, pdf = plots.save_figure(fig, self.out / "plots", name)
             src = f"plots/{png.name}"
             return Item(title, caption, f"<img src='{_e(src)}' alt='{_e(title)}'>",
-                        [src, f"plots/{pdf.name}"])
+                        [src, f"plots/{pdf.name}"], read=guide.how_to_read(name))
         self._guard(section, title, caption, build)
 
     def note(self, section: Section, title: str, text_html: str) -> None:
@@ -207,6 +208,35 @@ def _overview(report: Report, store: Store, sweeps: list[str]) -> list[str]:
     return pending_lines
 
 
+def _claims(report: Report, f: dict[str, pd.DataFrame]) -> None:
+    sec = report.section("The paper's claims", "Each claim of Park & Kim (2022) in one line, "
+                         "the numbers these results give for it, and the verdict those numbers "
+                         "imply (see harness/report/claims.py for how each is computed).")
+
+    def build() -> Item:
+        df = claims.claims_table(f)
+        folder = report.out / "tables"
+        folder.mkdir(parents=True, exist_ok=True)
+        df.to_csv(folder / "claims.csv", index=False)
+        (folder / "claims.md").write_text(to_markdown(df))
+        rows = "".join(
+            f"<tr><td>{_e(r.claim)}</td><td>{_e(r.paper)}</td><td>{_e(r.evidence)}</td>"
+            f"<td class='v-{r.verdict.replace(' ', '-')}'>{_e(r.verdict)}</td></tr>"
+            for r in df.itertuples())
+        counts = df["verdict"].value_counts()
+        summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (
+            claims.SUPPORTED, claims.NOT_SUPPORTED, claims.NOT_MEASURED))
+        body = (f"<p>{_e(summary)}.</p><div class='scroll'><table class='tbl claims'><tr>"
+                "<th>claim</th><th>paper</th><th>these results</th><th>verdict</th></tr>"
+                f"{rows}</table></div>")
+        return Item("Claims and verdicts", "Supported: the numbers go the paper's way; not "
+                    "supported: the other way; not measured: the rows are missing (the line "
+                    "names the sweep that measures them). Small CPU models on digits need not "
+                    "behave like the paper's CIFAR models.", body,
+                    ["tables/claims.csv", "tables/claims.md"])
+    report._guard(sec, "Claims and verdicts", "", build)
+
+
 def _models(report: Report, f: dict[str, pd.DataFrame]) -> None:
     sec = report.section("Models", "Test metrics per model; values are means over seeds and "
                          "training runs (n).")
@@ -272,12 +302,12 @@ def _landscapes(report: Report, f: dict[str, pd.DataFrame]) -> None:
                  "largest rise within radius 0.5 of the origin (grid coordinates), accuracy "
                  "at the origin, and grid points done of expected.",
                  lambda: tables.landscape_summary(_need(ls, "landscape")))
-    try:
-        groups, _ = tables.landscape_groups(_need(ls, "landscape"))
+    try:  # plots: each training run's last checkpoint (the table above has them all)
+        groups, _ = tables.landscape_groups(final_epochs(_need(ls, "landscape")))
     except NoData as exc:
         groups = []
         report.note(sec, "Landscape plots", f"<p class='missing'>Not shown: {_e(exc)}.</p>")
-    two_d = [g for g in groups if _dims(g[2]) == 2]
+    two_d = sorted((g for g in groups if _dims(g[2]) == 2), key=_random_first)
     for i, (label, _, grid) in enumerate(two_d[:MAX_LANDSCAPES]):
         report.figure(sec, f"landscape_contour_{i}", f"Contours: {label}",
                       "The loss surface around the model (objective − its minimum) on the "
@@ -299,7 +329,13 @@ def _landscapes(report: Report, f: dict[str, pd.DataFrame]) -> None:
     report.figure(sec, "trajectory_polar", "Training trajectories (polar)",
                   "Each training snapshot's position in the PCA plane of its run in polar "
                   "coordinates (Fig. 1b); needs landscapes with directions: pca.",
-                  lambda: plots.plot_trajectory_polar(_need(ls, "landscape")))
+                  lambda: plots.plot_trajectory_polar(final_epochs(_need(ls, "landscape"))))
+
+
+def _random_first(group: tuple[str, str, pd.DataFrame]) -> bool:
+    """Sort key: random-direction landscapes (the paper's Fig. 1a) before PCA planes."""
+    grid = group[2]
+    return "directions" in grid.columns and str(grid["directions"].iloc[0]) != "random"
 
 
 def _dims(grid: pd.DataFrame) -> int:
@@ -335,7 +371,7 @@ def _representations(report: Report, f: dict[str, pd.DataFrame]) -> None:
     fo, fv, le = f.get("fourier"), f.get("featvar"), f.get("lesion")
     report.figure(sec, "fourier_depth", "Fourier: high-frequency amplitude vs depth",
                   "Δ log amplitude at frequency π of each block's feature map vs normalized "
-                  "depth; MSAs raise it (low-pass), Convs lower it.",
+                  "depth (Fig. 8); MSAs lower it (low-pass), Convs raise it (high-pass).",
                   lambda: plots.plot_fourier_depth(_need(fo, "fourier")))
     report.figure(sec, "fourier_spectra", "Fourier: Δ log amplitude vs frequency",
                   "Relative log amplitude of every block's feature map from 0 to π; darker "
@@ -402,6 +438,11 @@ padding:2px 6px;text-align:right}.scroll{overflow-x:auto}
 pre.error{color:#a94442;background:#f2dede;padding:.5em;white-space:pre-wrap}
 pre{background:#f7f7f7;padding:.5em;overflow-x:auto}dt{font-weight:bold}
 .files a{margin-right:.8em;font-size:.85em}
+.read{font-size:.9em;margin:.3em 0;border-left:3px solid #9ab;padding-left:.5em}
+.tbl td{overflow-wrap:anywhere}.claims td{text-align:left;vertical-align:top}
+.claims td:nth-child(1){min-width:16em}.claims td:nth-child(3){min-width:16em}
+.v-supported{color:#1b5e20;font-weight:bold}.v-not-supported{color:#b71c1c;font-weight:bold}
+.v-not-measured{color:#8a6d3b}
 """
 
 
@@ -429,6 +470,8 @@ def _render(report: Report, results: str, sweeps: list[str], pending: list[str])
                             for p in item.files)
             body.append(f"<div class='item'><h3>{_e(item.title)}</h3>{item.body}"
                         + (f"<p class='caption'>{_e(item.caption)}</p>" if item.caption else "")
+                        + (f"<p class='read'>How to read: {_e(item.read)}</p>" if item.read
+                           else "")
                         + (f"<p class='files'>{files}</p>" if files else "") + "</div>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -464,6 +507,7 @@ def write_report(results: str, out: str | Path, sweeps: list[str] | None = None)
     frames = _load_all(results, chosen)
     report = Report(out)
     pending = _overview(report, store, chosen)
+    _claims(report, frames)
     _models(report, frames)
     _robustness(report, frames)
     _landscapes(report, frames)

@@ -12,6 +12,7 @@ of one architecture differ by line style. Curves of values averaged over runs
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def _panels(n: int, title: str, ncols: int = 3, size: tuple[float, float] = (4.2
         ax.set_visible(False)
     fig.suptitle(title if n <= MAX_PANELS else f"{title} (first {MAX_PANELS} of {n})")
     return fig, list(axes[:shown])
+
+
+def _panel_title(ax, label: str, width: int = 44) -> None:
+    """A panel's title wrapped to its width, so neighbouring panels' titles never overlap."""
+    ax.set_title("\n".join(textwrap.wrap(label, width, break_on_hyphens=False)) or label,
+                 fontsize=8)
 
 
 def _styles(groups: list[tuple[str, str, pd.DataFrame]]) -> dict[str, dict]:
@@ -253,8 +260,8 @@ def _per_depth(df: pd.DataFrame, value: str, title: str, ylabel: str, log: bool 
         per = g.groupby(["block_index", "depth", "block_kind"], as_index=False)[value].mean()
         _shade_msa(ax, g.drop_duplicates("block_index"))
         ax.plot(per["depth"], per[value], color=style.color(model), marker="o", markersize=3)
-        ax.set(title=label, xlabel="normalized depth", ylabel=ylabel, xlim=(-0.05, 1.05))
-        ax.title.set_fontsize(8)
+        ax.set(xlabel="normalized depth", ylabel=ylabel, xlim=(-0.05, 1.05))
+        _panel_title(ax, label)
         if log and (per[value] > 0).all():
             ax.set_yscale("log")
     return fig
@@ -262,7 +269,7 @@ def _per_depth(df: pd.DataFrame, value: str, title: str, ylabel: str, log: bool 
 
 def plot_fourier_depth(fourier: pd.DataFrame) -> Figure:
     """Δ log amplitude at the highest frequency (π) of each block's feature map vs depth,
-    MSA blocks shaded (Fig. 2a right / Fig. 8): MSAs raise it (low-pass), Convs lower it."""
+    MSA blocks shaded (Fig. 2a right / Fig. 8): MSAs lower it (low-pass), Convs raise it."""
     rows = _require(fourier, "fourier", ["is_max_frequency"])
     return _per_depth(rows[rows["is_max_frequency"].astype(bool)], "delta_log_amplitude",
                       "Δ log amplitude at π vs depth (MSA shaded)", "Δ log amplitude")
@@ -281,8 +288,8 @@ def plot_fourier_spectra(fourier: pd.DataFrame) -> Figure:
         for (_, depth), curve in per.groupby(["block_index", "depth"]):
             ax.plot(curve["frequency"], curve["delta_log_amplitude"],
                     color=cmap(0.15 + 0.8 * float(depth)), linewidth=1.0)
-        ax.set(title=label, xlabel="frequency (×π)", ylabel="Δ log amplitude")
-        ax.title.set_fontsize(8)
+        ax.set(xlabel="frequency (×π)", ylabel="Δ log amplitude")
+        _panel_title(ax, label)
     return fig
 
 
@@ -375,8 +382,8 @@ def plot_reliability(evaluate: pd.DataFrame) -> Figure:
         ax.plot(full["conf"] / full["bin_count"], full["hits"] / full["bin_count"], "k.",
                 markersize=4, label="(confidence, accuracy)")
         ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=0.8)
-        ax.set(title=label, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-        ax.title.set_fontsize(8)
+        ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        _panel_title(ax, label)
     return fig
 
 
