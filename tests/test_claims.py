@@ -176,7 +176,7 @@ def test_family_and_stage_names():
     assert [family(m) for m in ("vit_ti", "pit_ti", "swin_ti", "timm:deit_tiny_patch16_224",
                                 "resnet50", "preact_resnet18", "wrn28_10", "vgg16",
                                 "alternet", "mixer")] == [
-        "ViT", "ViT", "ViT", "ViT", "ResNet", "ResNet", "ResNet", "ResNet", None, None]
+        "ViT", None, None, "ViT", "ResNet", "ResNet", "ResNet", None, None, None]
     assert stage_of("layer1.0") == "layer1"
     assert stage_of("stages.2.blocks.1") == "stages.2.blocks"
     assert stage_of("blocks.3.attn") == "blocks"
@@ -191,3 +191,18 @@ def test_block_changes_are_differences_to_the_previous_block_per_model():
         [-5.0, 0.0, -5.0, 2.0, -1.0, 4.0, 0.5])
     logs = block_changes(df[df["model"] == "vit_ti"], "v", log=True)
     assert logs["change"].tolist() == pytest.approx(np.diff(np.log([1, 3, 2, 6, 6.5])))
+
+
+def test_every_figure_of_the_report_has_a_line_on_how_to_read_it():
+    import re
+    from pathlib import Path
+
+    import harness.report.html as page
+    from harness.report.guide import how_to_read
+
+    names = re.findall(r'report\.figure\(sec, f?"(\w+?)(?:_\{i\})?"', Path(page.__file__).read_text())
+    assert len(names) >= 15
+    assert all(how_to_read(n) for n in names)
+    assert how_to_read("landscape_contour_3") == how_to_read("landscape_contour")
+    with pytest.raises(KeyError):
+        how_to_read("a_figure_nobody_explained")

@@ -502,7 +502,11 @@ def test_report_renders_every_item_and_survives_a_failing_plot(sweep_root, tmp_p
     srcs = _images(index)
     assert len(srcs) >= 17 and all((index.parent / s).stat().st_size > 0 for s in srcs)
     assert all((index.parent / s).with_suffix(".pdf").exists() for s in srcs)
-    for name in ("model_comparison", "hessian_stats", "landscape_summary", "data_size_train"):
+    # every figure has its line on how to read it; the claims section is there with its table
+    assert text.count("<p class='read'>How to read: ") == len(srcs)
+    assert "The paper&#x27;s claims" in text and "Claims and verdicts" in text
+    for name in ("claims", "model_comparison", "hessian_stats", "landscape_summary",
+                 "data_size_train"):
         assert (index.parent / "tables" / f"{name}.csv").exists()
         assert (index.parent / "tables" / f"{name}.md").exists()
     # the failing plot shows its error in place, escaped; the other plots are still there
@@ -570,6 +574,9 @@ def test_report_opens_in_headless_chromium(page):
             "{i.onload = r; i.onerror = r;}))).then(() => done(1));")
         images = driver.execute_script(
             "return [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth]);")
+        driver.set_window_size(900, 800)  # narrower than the widest table
+        widths = driver.execute_script(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];")
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         title = driver.title
     finally:
@@ -579,3 +586,4 @@ def test_report_opens_in_headless_chromium(page):
     assert len(images) >= 17
     assert [src for src, width in images if not width > 0] == []
     assert errors == []
+    assert widths[0] <= widths[1]  # nothing overflows the page sideways: wide tables scroll

@@ -437,6 +437,7 @@ padding:2px 6px;text-align:right}.scroll{overflow-x:auto}
 .missing{color:#8a6d3b;background:#fcf8e3;padding:.3em .6em}
 pre.error{color:#a94442;background:#f2dede;padding:.5em;white-space:pre-wrap}
 pre{background:#f7f7f7;padding:.5em;overflow-x:auto}dt{font-weight:bold}
+dd,code,li{overflow-wrap:anywhere}
 .files a{margin-right:.8em;font-size:.85em}
 .read{font-size:.9em;margin:.3em 0;border-left:3px solid #9ab;padding-left:.5em}
 .tbl td{overflow-wrap:anywhere}.claims td{text-align:left;vertical-align:top}
