@@ -367,8 +367,10 @@ def _hessian(report: Report, f: dict[str, pd.DataFrame]) -> None:
 
 def _representations(report: Report, f: dict[str, pd.DataFrame]) -> None:
     sec = report.section("Feature maps", "Per-block analyses of the feature maps (Fig. 2a, 8, "
-                         "9) and lesions; shaded bands are MSA blocks.")
-    fo, fv, le = f.get("fourier"), f.get("featvar"), f.get("lesion")
+                         "9) and lesions of each training run's last checkpoint; shaded bands "
+                         "are MSA blocks.")
+    fo, fv, le = (None if df is None else final_epochs(df)
+                  for df in (f.get("fourier"), f.get("featvar"), f.get("lesion")))
     report.figure(sec, "fourier_depth", "Fourier: high-frequency amplitude vs depth",
                   "Δ log amplitude at frequency π of each block's feature map vs normalized "
                   "depth (Fig. 8); MSAs lower it (low-pass), Convs raise it (high-pass).",
