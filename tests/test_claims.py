@@ -75,7 +75,7 @@ def synthetic(holds: bool) -> dict[str, pd.DataFrame]:
                + _per_block("preact_resnet18", CNN_BLOCKS, [-6, -6 + 2 * s, -6 + 3 * s,
                                                             -6 + 4 * s], "delta_log_amplitude",
                             is_max_frequency=True))
-    # Feature-map variance: MSAs divide it by 2, Convs and MLPs multiply it by 3.
+    # Feature-map variance: MSAs divide it by 2, Convs multiply it by 2, MLPs by 1.5 and 4/3.
     f = 2.0 if holds else 0.5
     featvar = (_per_block("vit_ti", VIT_BLOCKS, [1, 1 / f, 1.5 / f, 1.5 / f ** 2, 2 / f ** 2],
                           "variance", definition="spatial")
@@ -131,11 +131,15 @@ def test_evidence_carries_the_numbers_computed_from_the_rows():
     needs = ev[ev.index.str.startswith("ViTs need more data")].iloc[0]
     assert needs == "accuracy lost from 100% to 25% data: ViT 30.0% vs ResNet 5.0%"
     corr = ev[ev.index.str.startswith("On CIFAR-scale")].iloc[0]
-    assert corr == "robustness (mean accuracy over corruptions): ViT 52.0% vs ResNet 65.0% (100% data)"
+    assert corr == ("robustness (mean accuracy over corruptions): ViT 52.0% vs ResNet 65.0% "
+                    "(100% data)")
     msa = ev[ev.index.str.startswith("MSAs are low-pass")].iloc[0]
     assert msa.startswith("an MSA block changes Δ log amplitude at π by -1 on average (2 blocks)")
     var = ev[ev.index.str.startswith("MSAs reduce")].iloc[0]
-    assert "by 0.5 on average (2 blocks)" in var
+    assert "by 0.500 on average (2 blocks)" in var
+    up = ev[ev.index.str.startswith("Convs and MLPs")].iloc[0]
+    assert up == ("feature-map variance: a Conv block × 2.000 (3 blocks); "
+                  "an MLP block × 1.414 (2 blocks)")  # MLPs: √(1.5 · 4/3)
     lesion = ev[ev.index.str.startswith("MSAs at the end")].iloc[0]
     assert lesion.startswith("the last msa block of its stage hurts most in 1 of 1 stages")
     assert "vit_ti blocks.1.attn −10.0%" in lesion
@@ -200,7 +204,8 @@ def test_every_figure_of_the_report_has_a_line_on_how_to_read_it():
     import harness.report.html as page
     from harness.report.guide import how_to_read
 
-    names = re.findall(r'report\.figure\(sec, f?"(\w+?)(?:_\{i\})?"', Path(page.__file__).read_text())
+    source = Path(page.__file__).read_text()
+    names = re.findall(r'report\.figure\(sec, f?"(\w+?)(?:_\{i\})?"', source)
     assert len(names) >= 15
     assert all(how_to_read(n) for n in names)
     assert how_to_read("landscape_contour_3") == how_to_read("landscape_contour")

@@ -297,7 +297,7 @@ def _featvar_changes(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def _msa_reduce_variance(frames: dict[str, pd.DataFrame]) -> tuple[str, bool]:
     mean, n = _kind_change(_featvar_changes(frames), "msa")
-    return (f"an MSA block multiplies the feature-map variance by {_g(np.exp(mean))} on "
+    return (f"an MSA block multiplies the feature-map variance by {np.exp(mean):.3f} on "
             f"average ({n} blocks)", mean < 0)
 
 
@@ -310,7 +310,7 @@ def _conv_mlp_increase_variance(frames: dict[str, pd.DataFrame]) -> tuple[str, b
         except Unmeasured:
             continue
         found += 1
-        parts.append(f"a {kind.upper() if kind == 'mlp' else 'Conv'} block × {_g(np.exp(mean))}"
+        parts.append(f"{'an MLP' if kind == 'mlp' else 'a Conv'} block × {np.exp(mean):.3f}"
                      f" ({n} blocks)")
         holds = holds and mean > 0
     if not found:

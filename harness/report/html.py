@@ -442,7 +442,7 @@ pre{background:#f7f7f7;padding:.5em;overflow-x:auto}dt{font-weight:bold}
 dd,code,li{overflow-wrap:anywhere}
 .files a{margin-right:.8em;font-size:.85em}
 .read{font-size:.9em;margin:.3em 0;border-left:3px solid #9ab;padding-left:.5em}
-.tbl td{overflow-wrap:anywhere}.claims td{text-align:left;vertical-align:top}
+.claims td,.claims th{text-align:left;vertical-align:top}
 .claims td:nth-child(1){min-width:16em}.claims td:nth-child(3){min-width:16em}
 .v-supported{color:#1b5e20;font-weight:bold}.v-not-supported{color:#b71c1c;font-weight:bold}
 .v-not-measured{color:#8a6d3b}
