@@ -65,7 +65,7 @@ def test_dry_run_prints_units_and_writes_nothing(in_tmp, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "dry run of sweep demo_train: nothing is run or written"
     assert out[1] == "train: 4 units, 0 done, 4 to run"
-    assert out[2].startswith("  run ") and "model=resnet18" in out[2] and "lr=0.0001" in out[2]
+    assert out[2].startswith("  run ") and "model=preact_resnet18" in out[2] and "lr=0.0001" in out[2]
     assert 'model_args={"layers":[1,1,1,1],"width":16}' in out[2]
     assert "min_lr" not in out[2] and "seed" not in out[2]  # at their defaults: not shown
     assert out[5] == "  ... and 1 more"

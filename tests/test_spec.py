@@ -100,7 +100,7 @@ def test_float_forms_of_yaml_1_2_and_python_are_floats(text, value):
     """`harness run demo_train tasks.train.0.lr=1e-4` (YAML 1.1 reads 1e-4 as a string)."""
     spec = load_spec("demo_train", [f"tasks.train.0.lr={text}", f"tasks.train.1.lr=[{text}, 0.1]"])
     lrs = {(u.params["model"], u.params["lr"]) for u in spec.units()}
-    assert lrs == {("resnet18", value), ("vit_ti", value), ("vit_ti", 0.1)}
+    assert lrs == {("preact_resnet18", value), ("vit_ti", value), ("vit_ti", 0.1)}
     assert all(isinstance(lr, float) for _, lr in lrs)
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.hessian import nep_ape
+from harness.analysis.hessian import nep_ape
 from harness.report.frames import final_epochs, metrics_rows
 
 SUPPORTED, NOT_SUPPORTED, NOT_MEASURED = "supported", "not supported", "not measured"
