@@ -119,7 +119,7 @@ def plot_landscape_contour(grid: pd.DataFrame, loss: str = "objective", title: s
     fig.colorbar(filled, ax=ax, label=f"{loss} − min")
     ax.plot([0], [0], marker="+", color="red", markersize=10)
     ax.set(xlabel="a (direction 1)", ylabel="b (direction 2)", aspect="equal")
-    ax.set_title(title, fontsize=8)
+    _panel_title(ax, title, width=56)
     return fig
 
 
@@ -131,7 +131,7 @@ def plot_landscape_surface(grid: pd.DataFrame, loss: str = "objective", title: s
     ax = fig.add_subplot(projection="3d")
     ax.plot_surface(a, b, z, cmap="viridis", linewidth=0, antialiased=True)
     ax.set(xlabel="a", ylabel="b", zlabel=f"{loss} − min")
-    ax.set_title(title, fontsize=8)
+    _panel_title(ax, title, width=60)
     return fig
 
 
