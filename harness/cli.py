@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--out", default="report", help="output directory (default: report/)")
     report.set_defaults(func=cmd_report)
 
-    demo = sub.add_parser("demo", help="train and evaluate the demo models on the embedded default")
+    demo = sub.add_parser("demo", help="train the demo models and run every analysis of the paper on them")
     _add_run_flags(demo)
     demo.set_defaults(func=cmd_demo)
     return p
@@ -261,8 +261,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train the demo models (demo_train.yaml), then evaluate (demo.yaml), analyse the
-    feature maps (demo_features.yaml) and measure the robustness (demo_robustness.yaml) of
-    every checkpoint; end with the HTML report of all four."""
+    feature maps and lesions (demo_features.yaml), measure the robustness
+    (demo_robustness.yaml), the loss landscapes (demo_landscape.yaml) and the Hessian
+    (demo_hessian.yaml) of every checkpoint; end with the HTML report of all six."""
     from harness.engine.store import load
 
     worst = EXIT_OK
