@@ -34,7 +34,8 @@ required as for the others).
 
 Lanczos (`lanczos_eigs`) keeps at most `max_vectors` n-vectors on the operator's
 device, basis and product in flight together (default 2 · wanted + 14: 24 for a
-top-5), with full reorthogonalization (classical Gram–Schmidt twice), α and β in
+top-5), with full reorthogonalization (classical Gram–Schmidt; a second pass where the
+first cancelled much of the product, ARPACK's DGKS rule), α and β in
 float64 and the small projected matrix solved densely. When the basis is full it
 restarts thick (Wu & Simon, SIAM J. Matrix Anal. Appl. 22, 2000): the most wanted half
 of the Ritz vectors are kept, rotated in place, with the residual direction, and the
@@ -505,16 +506,30 @@ def _own(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _reorthogonalize(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """w minus its components along the orthonormal rows of basis, classical Gram–Schmidt twice
-    (two matrix-vector passes each: the cost that grows with the basis); returns the
-    components removed."""
+#: DGKS: a second Gram–Schmidt pass is needed only when the first left less than this share of
+#: the product's norm (Daniel, Gragg, Kaufman & Stewart 1976; ARPACK's dsaitr uses 0.717)
+DGKS_ETA = 1 / math.sqrt(2)
+
+
+def _reorthogonalize(w: torch.Tensor, basis: torch.Tensor,
+                     product_norm: float | None = None) -> torch.Tensor:
+    """w minus its components along the orthonormal rows of basis by classical Gram–Schmidt
+    (two matrix-vector passes over the basis each: the cost that grows with it); returns the
+    components removed.
+
+    Twice always, or — given the norm of the raw product w came from — a second pass only
+    where the first left ‖w‖ ≤ DGKS_ETA · product_norm (cancellation: a small β after a
+    large product, as near convergence or a breakdown), ARPACK's rule: where little was
+    cancelled, one pass is already orthogonal to working precision ("twice is enough")."""
     total = torch.zeros(basis.shape[0], dtype=w.dtype, device=w.device)
     if basis.shape[0]:
-        for _ in range(2):
+        for p in range(2):
             coeff = torch.mv(basis, w)
             w.addmv_(basis.t(), coeff, alpha=-1.0)
             total += coeff
+            if p == 0 and product_norm is not None and (
+                    float(w.to(torch.float64).norm()) > DGKS_ETA * product_norm):
+                break
     return total
 
 
@@ -668,6 +683,7 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
             w = first_product.to(dtype=v.dtype, device=v.device) / v0.norm()
         else:
             w = _own(matvec(v), basis)
+        product_norm = float(w.to(torch.float64).norm())
         steps += 1
         block_steps += 1
         a = dot64(w, v)
@@ -679,7 +695,7 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
                      torch.from_numpy(coupled.copy()).to(w.dtype).to(w.device), alpha=-1.0)
         elif j > 0:
             w.add_(basis[locked + j - 1], alpha=-coupled[-1])
-        removed = _reorthogonalize(w, basis[: locked + m])
+        removed = _reorthogonalize(w, basis[: locked + m], product_norm)
         coupling[:locked, j] = removed[:locked].to(torch.float64).cpu().numpy()
         b = float(w.to(torch.float64).norm())
         scale = max(scale, abs(a) + b + float(np.abs(coupled).sum()))
