@@ -43,6 +43,7 @@ def test_streamed_batches_equal_decoded_images(tmp_path):
     streamed = torch.cat(list(data.x.batches(3)))
     assert torch.equal(streamed, eager)
     assert isinstance(data.x[:4], ImageFiles) and len(data.x[:4]) == 4  # a slice reads nothing
+    assert torch.equal(data.x[2:5].to("cpu"), eager[2:5])  # ... until it is moved to a device
     # a subset is a view of the same files: same images as indexing the whole split
     sub = load_dataset("imagefolder", "test", data_root=tmp_path, img_size=16, data_size=3)
     assert isinstance(sub.x, ImageFiles) and len(sub) == 3
@@ -79,6 +80,7 @@ def test_a_20k_image_folder_streams_in_flat_worker_memory(tmp_path):
     assert got["grew"] < got["split_bytes"] / 5, got
 
 
+@pytest.mark.slow
 def test_the_224px_path_runs_evaluate_landscape_hessian_and_corruption(tmp_path):
     write_folder(tmp_path / "in", {"train": 4, "val": 4}, 2, (300, 256))
     common = {"model": "resnet18", "model_args": {"width": 8, "layers": [1, 1, 1, 1]},

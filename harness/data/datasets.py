@@ -487,8 +487,9 @@ class ImageFiles:
     224 px are 770 GB as float32). Only the paths are held. A slice
     (`x[:n]`) is a view that reads nothing; `batches()` streams a view through a
     DataLoader (worker processes decode, pinned memory on CUDA, normalized on the
-    device); any other index (an index tensor, a mask, an int) decodes just those
-    images into a normalized float tensor, exactly as the batches would be.
+    device); any other index (an index tensor, a mask, an int) and `.to(device)`
+    decode just those images into a normalized float tensor, exactly as the
+    batches would be.
     """
 
     def __init__(self, paths: list[str], img_size: int, crop_pct: float,
@@ -529,6 +530,11 @@ class ImageFiles:
                     lambda p: _read_image(p, self.img_size, self.crop_pct), view.paths)):
                 raw[i] = img
         return _normalize_uint8(raw, self.mean, self.std)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        """These images decoded onto `device`: what `x[i:j].to(device)` gives for a tensor, so
+        code that walks a split in slices reads one slice at a time (no DataLoader prefetch)."""
+        return self[torch.arange(len(self))].to(device, non_blocking=non_blocking)
 
     def batches(self, batch_size: int, device: torch.device | str = "cpu"):
         """Normalized float batches on `device`, in order, decoded by DataLoader workers.
