@@ -17,6 +17,7 @@ from harness import cli
 from harness.models.checkpoints import CheckpointError, load_state, save_state
 from harness.engine.executor import RunConfig, run_units
 from harness.engine.spec import validate
+from harness.fileio import resolve_in_root
 from harness.analysis.training import _rng_state, _set_rng_state
 
 from conftest import comparable, write_sweep
@@ -54,7 +55,7 @@ def stop_at(monkeypatch, epoch: int) -> list[int]:
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
     df = harness.load(str(root), task="train")
-    return load_file(df[df["epoch"] == TOTAL].iloc[0]["checkpoint"])
+    return load_file(resolve_in_root(str(root), df[df["epoch"] == TOTAL].iloc[0]["checkpoint"]))
 
 
 @pytest.fixture(scope="module")
