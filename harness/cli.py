@@ -7,18 +7,24 @@ Exit codes: 0 every unit done; 1 some units failed (see `_failures`);
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import posixpath
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from harness import __version__
 from harness.engine import api
 from harness.engine.api import by_task
+from harness.engine.context import PROGRESS_FILE
 from harness.engine.executor import ExecutorError, RunConfig
 from harness.engine.spec import Spec, SpecError, load_spec, resolve_sweep_path, validate
-from harness.engine.store import Store
+from harness.engine.store import ARTIFACTS, Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_RESULTS = "results"
@@ -188,14 +194,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     failed = store.unit_ids(spec.name, "_failures")
     print(f"sweep {spec.name} in {store.root}/{spec.name}")
     print(f"{'task':<16}{'total':>8}{'done':>8}{'failed':>8}{'pending':>9}")
-    corrupt = []
+    corrupt, reports = [], []
     for task, units in by_task(spec.units()).items():
         ids = {u.unit_id for u in units}
         done = ids & store.unit_ids(spec.name, task)
         bad = (ids & failed) - done
         print(f"{task:<16}{len(ids):>8}{len(done):>8}{len(bad):>8}{len(ids - done - bad):>9}")
+        reports += [(task, uid, r) for uid, r in _progress_reports(store, spec.name, task, ids - done)]
         if args.verify:
             corrupt += store.verify(spec.name, task)
+    if reports:
+        print("units not done that reported progress (running, or stopped there and resumable):")
+        now = time.time()
+        for task, uid, report in reports:
+            shown = (f"epoch {report['epoch']}/{report['epochs']}" if "epochs" in report else
+                     " ".join(f"{k}={v}" for k, v in sorted(report.items())
+                              if k not in ("unit_id", "updated")))
+            ago = _clock_ago(now - float(report.get("updated", now)))
+            print(f"  {task:<14}{uid}  {shown}  (reported {ago} ago)")
     if corrupt:
         print(f"{len(corrupt)} stored file(s) cannot be read back (counted as done above):",
               file=sys.stderr)
@@ -205,6 +221,30 @@ def cmd_status(args: argparse.Namespace) -> int:
               "<task>/_corrupt/ and re-runs their units)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _progress_reports(store: Store, sweep: str, task: str,
+                      ids: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(unit id, last progress report) of the units in `ids` that wrote one, by unit id."""
+    parent = posixpath.join(store.base, sweep, ARTIFACTS, task)
+    found = []
+    for entry in store.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True)):
+        if entry.type != pafs.FileType.Directory or entry.base_name not in ids:
+            continue
+        path = posixpath.join(entry.path, PROGRESS_FILE)
+        if store.fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        with store.fs.open_input_stream(path) as fh:
+            try:
+                found.append((entry.base_name, json.loads(fh.read())))
+            except ValueError:
+                continue  # an unreadable report only hides the line, never the table
+    return sorted(found)
+
+
+def _clock_ago(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds}s" if seconds < 120 else f"{seconds // 60}min"
 
 
 def cmd_compact(args: argparse.Namespace) -> int:

@@ -7,6 +7,14 @@ artifact directory). Later tasks name these checkpoints, or all checkpoints of
 a train sweep with `checkpoint: sweep:<name>`. The sidecar records the recipe
 and the names of the tensors weight decay covered (`decayed_params`): the
 landscape and Hessian tasks penalize exactly those by default.
+
+Resume: after every epoch the unit writes its whole training state (weights,
+optimizer, step = schedule position, every RNG, rows so far) to `resume.pt`
+in its artifact directory, atomically, and reports its epoch (`harness
+status`). A unit that was stopped (lost node, killed driver, unit timeout,
+preemption) continues from that state when it is retried or its sweep re-run;
+its rows and final weights are those of an uninterrupted run (bit-identical on
+CPU). The state is deleted once the unit has finished.
 """
 
 from __future__ import annotations
@@ -18,13 +26,15 @@ import pyarrow as pa
 import torch
 
 from harness.data.augment import PRESETS, augment_config, validate_augment
-from harness.models.checkpoints import save_checkpoint
+from harness.models.checkpoints import load_state, remove_file, save_checkpoint, save_state
 from harness.engine.context import UnitContext
 from harness.analysis.metrics import classification_metrics
 from harness.models.registry import build_model, count_params
 from harness.engine.params import Param
 from harness.engine.registry import Task, register_task
-from harness.analysis.training import DECAY_SETS, Recipe, decay_names, make_optimizer, train_epoch
+from harness.analysis.training import (DECAY_SETS, RESUME_FORMAT, Recipe, decay_names,
+                                       make_optimizer, restore_training_state, train_epoch,
+                                       training_state)
 from harness.engine.units import WorkUnit
 from tasks._workload import MODEL_PARAMS, cached_dataset, check_model_and_data
 from harness.analysis.perturb import predict_logits
@@ -68,6 +78,9 @@ OUTPUT = pa.schema([
     pa.field("num_params", pa.int64()),
 ])
 
+#: The unit's training state after its last finished epoch (see the module docstring).
+RESUME_FILE = "resume.pt"
+
 
 def check(p: dict[str, Any]) -> list[str]:
     errors = check_model_and_data(p)
@@ -102,8 +115,15 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
             "decayed_params": decay_names(model, recipe.decay_set),
             "augment": asdict(augment),
             "train_unit": unit.unit_id, "sweep": unit.sweep}
-    rows, step = [], 0
-    for epoch in range(1, total + 1):
+    resume = ctx.artifact(RESUME_FILE)
+    rows, step, done = [], 0, 0
+    state = load_state(resume)
+    if state is not None and (state.get("format"), state.get("key")) == (RESUME_FORMAT,
+                                                                        unit.unit_id):
+        done, step, rows = restore_training_state(state, model, optimizer, generator)
+        ctx.log.info("unit %s resumes after epoch %d of %d", unit.unit_id, done, total)
+    del state
+    for epoch in range(done + 1, total + 1):
         stats = train_epoch(model, train, optimizer, recipe, augment, generator, ctx.device, step)
         step += int(stats["steps"])
         row = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
@@ -120,6 +140,11 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
                 ctx.artifact(f"{name}.safetensors"), model,
                 {**meta, "epoch": epoch, "final": epoch == total, "metrics": metrics}))
         rows.append(row)
+        if epoch < total:
+            save_state(resume, training_state(model, optimizer, generator, epoch, step, rows,
+                                              unit.unit_id))
+        ctx.report_progress(epoch=epoch, epochs=total)
+    remove_file(resume)
     return rows
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from harness.data.datasets import Dataset
+from harness.data.datasets import Dataset, ImageFiles
 
 __all__ = ["Perturb", "from_pixels", "predict_logits", "to_pixels"]
 
@@ -46,17 +46,24 @@ def from_pixels(pixels: torch.Tensor, data: Dataset) -> torch.Tensor:
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
                    perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                    ) -> torch.Tensor:
-    """Logits of `model` on `x` in batches, gathered on the CPU.
+    """Logits of `model` on `x` in batches, gathered on the CPU; an `ImageFiles` `x` (imagefolder)
+    is streamed from disk, so memory holds a few batches, not the split.
 
     perturb(batch, ids), when given, changes each batch on the device just before the forward
     pass; ids are the samples' positions in `x` (0 … N−1), so a perturbation keyed by them
     is the same whatever the batch size.
     """
     out = []
-    for i in range(0, len(x), batch_size):
-        batch = x[i:i + batch_size].to(device, non_blocking=True)
+    if isinstance(x, ImageFiles):  # streamed from disk by DataLoader workers
+        batches = x.batches(batch_size, device)
+    else:
+        batches = (x[i:i + batch_size].to(device, non_blocking=True)
+                   for i in range(0, len(x), batch_size))
+    start = 0
+    for batch in batches:
         if perturb is not None:
-            ids = torch.arange(i, i + len(batch), dtype=torch.int64, device=device)
+            ids = torch.arange(start, start + len(batch), dtype=torch.int64, device=device)
             batch = perturb(batch, ids)
+        start += len(batch)
         out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

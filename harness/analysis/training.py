@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -149,3 +151,60 @@ def train_epoch(model: nn.Module, data: Dataset, optimizer: torch.optim.Optimize
     model.eval()
     return {"train_loss": total_loss / seen, "train_acc": correct / seen, "lr": lr,
             "seconds": time.perf_counter() - started, "steps": steps_per_epoch}
+
+
+# --------------------------------------------------------------------------- resume state
+
+#: Bumped when the layout of a resume state changes (an older state is then ignored).
+RESUME_FORMAT = 1
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG a training step can draw from: the unit's generator (order, augmentation), torch's
+    global CPU and CUDA generators (dropout, drop-path), NumPy's and Python's global ones."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                   epoch: int, step: int, rows: list[dict[str, Any]], key: str,
+                   scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+    """All a run needs to continue after `epoch` exactly as if it had never stopped.
+
+    Plain containers of tensors and numbers only, so it loads with
+    `torch.load(weights_only=True)`. The learning rate is a function of `step`
+    (`lr_at`), so the step is the schedule's state. `key` names the run (its
+    unit id): a state with another key is not this run's.
+    """
+    return {"format": RESUME_FORMAT, "key": key, "epoch": epoch, "step": step,
+            "rows": [dict(r) for r in rows],
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(generator)}
+
+
+def restore_training_state(state: dict[str, Any], model: nn.Module,
+                           optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                           scaler: torch.amp.GradScaler | None = None
+                           ) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load a `training_state` into the run's objects; returns (epoch done, step, rows so far)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    _set_rng_state(state["rng"], generator)
+    return int(state["epoch"]), int(state["step"]), [dict(r) for r in state["rows"]]

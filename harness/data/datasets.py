@@ -1,8 +1,8 @@
 """Dataset registry: name -> in-memory, normalized (N, 3, H, W) image tensors.
 
-Every dataset is returned whole as tensors (the datasets here are small, or
-capped — see `imagefolder` — and a worker caches them across units, so there is
-no DataLoader in the hot path). The *split itself* never depends on `seed` — the
+Every dataset but `imagefolder` is returned whole as tensors (they are small,
+and a worker caches them across units, so there is no DataLoader in their hot
+path); `imagefolder` keeps its images on disk and streams them (`ImageFiles`). The *split itself* never depends on `seed` — the
 test set must be the same for every model in a sweep — only the `data_fraction`
 / `data_size` subset does (data-size regimes are stratified, seeded and nested:
 for one seed the 10% subset lies inside the 50% subset, so a data-size sweep
@@ -13,8 +13,8 @@ Datasets:
   synthetic  seeded class prototypes + noise, 32x32x3 (shape/speed tests).
   cifar10    local torchvision-format root (`cifar-10-batches-py`).
   cifar100   local torchvision-format root (`cifar-100-python`).
-  imagefolder  ImageNet-style `root/{train,val}/<class>/<image>`, capped at
-             `max_images` images held in memory.
+  imagefolder  ImageNet-style `root/{train,val}/<class>/<image>`, streamed from
+             disk through a DataLoader (optionally capped at `max_images`).
 
 Local roots come from the `data_root` dataset arg, else the `HARNESS_DATA`
 environment variable, else `./data`; nothing is downloaded unless a loader is
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "Dataset",
+    "ImageFiles",
     "DATASETS",
     "SPLITS",
     "DATA_ENV",
@@ -87,7 +88,7 @@ class Dataset:
     """
 
     name: str
-    x: torch.Tensor  # float32 (N, 3, H, W), normalized; H = W = 32 except imagefolder
+    x: torch.Tensor  # float32 (N, 3, H, W), normalized; H = W = 32; imagefolder: ImageFiles
     y: torch.Tensor  # int64 (N,)
     num_classes: int
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -289,7 +290,8 @@ def load_dataset(
     if len(idx) == len(full):
         return full
     t = torch.from_numpy(idx).long()
-    return replace(full, x=full.x[t], y=full.y[t], indices=t)
+    x = full.x.select(idx) if isinstance(full.x, ImageFiles) else full.x[t]
+    return replace(full, x=x, y=full.y[t], indices=t)
 
 
 # --------------------------------------------------------------------------- local roots
@@ -415,10 +417,10 @@ def _load_cifar(name: str, split: str, data_root: Any, download: bool) -> Datase
 
 def _normalize_uint8(raw: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float32 normalized, in place on one float buffer (peak = float + uint8)."""
-    x = torch.empty(raw.shape, dtype=torch.float32)
+    x = torch.empty(raw.shape, dtype=torch.float32, device=raw.device)
     x.copy_(raw)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=raw.device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32, device=raw.device).view(1, 3, 1, 1) * 255.0
     return x.sub_(m).div_(s)
 
 
@@ -452,6 +454,110 @@ _IMAGEFOLDER_SPLIT_DIRS = {"train": ("train",), "test": ("val", "test")}
 _IMAGEFOLDER_CAP_SEED = 0  # fixed: which images fill the cap never depends on a unit's seed
 
 
+def _read_image(path: str, img_size: int, crop_pct: float) -> torch.Tensor:
+    """One image as uint8 (3, img_size, img_size): shorter side to img_size/crop_pct, center crop."""
+    from PIL import Image
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im = TF.resize(im, int(math.floor(img_size / crop_pct)), interpolation=InterpolationMode.BILINEAR)
+        im = TF.center_crop(im, [img_size, img_size])
+        return TF.pil_to_tensor(im)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """What a DataLoader worker holds: paths and the transform (no pixels)."""
+
+    def __init__(self, paths: list[str], img_size: int, crop_pct: float,
+                 mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        self.paths, self.img_size, self.crop_pct = paths, img_size, crop_pct
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        raw = _read_image(self.paths[i], self.img_size, self.crop_pct)
+        return _normalize_uint8(raw[None], self.mean, self.std)[0]
+
+
+class ImageFiles:
+    """The images of a split left on disk and decoded when used: `Dataset.x` of `imagefolder`.
+
+    Why: an ImageNet split does not fit in a worker's memory (1.28M images at
+    224 px are 770 GB as float32). Only the paths are held. A slice
+    (`x[:n]`) is a view that reads nothing; `batches()` streams a view through a
+    DataLoader (worker processes decode and normalize, pinned memory on CUDA); any
+    other index (an index tensor, a mask, an int) and `.to(device)`
+    decode just those images into a normalized float tensor, exactly as the
+    batches would be.
+    """
+
+    def __init__(self, paths: list[str], img_size: int, crop_pct: float,
+                 mean: tuple[float, float, float], std: tuple[float, float, float],
+                 workers: int = 4) -> None:
+        self.paths, self.img_size, self.crop_pct = list(paths), img_size, crop_pct
+        self.mean, self.std, self.workers = mean, std, workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.paths), 3, self.img_size, self.img_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def select(self, idx: Any) -> "ImageFiles":
+        """A view of the images at `idx` (positions), reading nothing."""
+        keep = np.asarray(idx).reshape(-1)
+        return ImageFiles([self.paths[int(i)] for i in keep], self.img_size, self.crop_pct,
+                          self.mean, self.std, self.workers)
+
+    def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, slice):
+            return ImageFiles(self.paths[idx], self.img_size, self.crop_pct, self.mean, self.std,
+                              self.workers)
+        if isinstance(idx, (int, np.integer)):
+            return self.select([idx])[torch.arange(1)][0]
+        if isinstance(idx, torch.Tensor) and idx.dtype == torch.bool:
+            idx = torch.nonzero(idx).view(-1)
+        view = self.select(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx)
+        raw = torch.empty(view.shape, dtype=torch.uint8)
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+            for i, img in enumerate(pool.map(
+                    lambda p: _read_image(p, self.img_size, self.crop_pct), view.paths)):
+                raw[i] = img
+        return _normalize_uint8(raw, self.mean, self.std)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+        """These images decoded onto `device`: what `x[i:j].to(device)` gives for a tensor, so
+        code that walks a split in slices reads one slice at a time (no DataLoader prefetch)."""
+        return self[torch.arange(len(self))].to(device, non_blocking=non_blocking)
+
+    def batches(self, batch_size: int, device: torch.device | str = "cpu"):
+        """Normalized float batches on `device`, in order, decoded by DataLoader workers.
+
+        The workers also normalize (with `x[idx]`'s arithmetic, so both give the same
+        values), and batches reach this process in shared memory, pinned on CUDA: the
+        process that runs the model allocates no per-batch buffer. (It did when it
+        normalized uint8 batches itself: glibc's heap then grew by up to 150 MB over
+        20,000 images, in some runs.)
+        """
+        device = torch.device(device)
+        workers = min(self.workers, os.cpu_count() or 1)
+        loader = torch.utils.data.DataLoader(
+            _Decoded(self.paths, self.img_size, self.crop_pct, self.mean, self.std),
+            batch_size=batch_size, shuffle=False, num_workers=workers,
+            pin_memory=device.type == "cuda", prefetch_factor=2 if workers > 0 else None)
+        for x in loader:
+            yield x.to(device, non_blocking=True)
+
+
 def _find_imagefolder_split(data_root: Any, split: str) -> tuple[Path, Path]:
     """(dataset root, split folder) for an ImageNet-style tree, or a clear error."""
     root, origin = resolve_data_root(data_root)
@@ -478,38 +584,27 @@ def _class_names(root: Path) -> list[str]:
     return sorted(names)
 
 
-def _read_image(path: str, img_size: int, crop_pct: float) -> torch.Tensor:
-    """One image as uint8 (3, img_size, img_size): shorter side to img_size/crop_pct, center crop."""
-    from PIL import Image
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im = TF.resize(im, int(math.floor(img_size / crop_pct)), interpolation=InterpolationMode.BILINEAR)
-        im = TF.center_crop(im, [img_size, img_size])
-        return TF.pil_to_tensor(im)
-
-
 def _load_imagefolder(
     split: str,
     *,
     data_root: str | None = None,
     img_size: int = 224,
-    max_images: int = 5000,
+    max_images: int = 0,
     crop_pct: float = 0.875,
+    workers: int = 4,
 ) -> Dataset:
     """An ImageNet-style folder `root/{train,val}/<class>/<image files>` ("test" reads `val`, else `test`).
 
     Root: `data_root`, else $HARNESS_DATA, else ./data (also accepted:
     `<root>/imagenet/`). Classes are the sorted union of class folders of both
-    splits. Such folders are large, so at most `max_images` images are loaded
-    into memory: a class-stratified subset chosen with a fixed seed (the same for
-    every unit; `data_fraction`/`data_size` then subset *these*). Each image is
-    resized (bilinear) so its shorter side is floor(img_size / crop_pct), center-
-    cropped to img_size (crop_pct 0.875: the standard 256 -> 224 eval transform;
-    1.0 keeps the whole shorter side) and normalized with ImageNet mean/std.
-    Memory: 5000 images at 224 px take 3 GB as float32. Decoding uses a thread pool.
+    splits. The images stay on disk (`x` is an `ImageFiles`): evaluations stream
+    them through a DataLoader with `workers` processes, so a worker's memory does
+    not grow with the folder. `max_images` > 0 keeps a class-stratified subset of
+    that many, chosen with a fixed seed (the same for every unit;
+    `data_fraction`/`data_size` then subset *these*). Each image is resized
+    (bilinear) so its shorter side is floor(img_size / crop_pct), center-cropped
+    to img_size (crop_pct 0.875: the standard 256 -> 224 eval transform; 1.0
+    keeps the whole shorter side) and normalized with ImageNet mean/std.
     """
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
@@ -527,28 +622,23 @@ def _load_imagefolder(
             f"imagefolder: no image files ({', '.join(IMG_EXTENSIONS)}) under {folder}/<class>/"
         )
     labels = np.array([c for _, c in samples], dtype=np.int64)
-    if len(samples) > max_images:
+    if 0 < max_images < len(samples):
         keep = stratified_subset_indices(labels, 1.0, _IMAGEFOLDER_CAP_SEED,
                                          size=max(max_images, len(np.unique(labels))))
     else:
         keep = np.arange(len(samples))
-    paths = [samples[i][0] for i in keep]
-    raw = torch.empty((len(paths), 3, img_size, img_size), dtype=torch.uint8)
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        for i, img in enumerate(pool.map(lambda p: _read_image(p, img_size, crop_pct), paths)):
-            raw[i] = img
-    x = _normalize_uint8(raw, IMAGENET_MEAN, IMAGENET_STD)
+    x = ImageFiles([samples[i][0] for i in keep], img_size, crop_pct, IMAGENET_MEAN, IMAGENET_STD,
+                   workers)
     y = torch.from_numpy(labels[keep].copy())
-    return Dataset(name="imagefolder", x=x, y=y, num_classes=len(classes),
+    return Dataset(name="imagefolder", x=x, y=y, num_classes=len(classes),  # type: ignore[arg-type]
                    mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def _check_imagefolder(kwargs: dict[str, Any]) -> list[str]:
     errors = _check_root_args(kwargs)
-    for key in ("img_size", "max_images"):
-        if key in kwargs and (not _is_int(kwargs[key]) or kwargs[key] < 1):
-            errors.append(f"{key} must be an int >= 1, got {kwargs[key]!r}")
+    for key, low in (("img_size", 1), ("max_images", 0), ("workers", 0)):
+        if key in kwargs and (not _is_int(kwargs[key]) or kwargs[key] < low):
+            errors.append(f"{key} must be an int >= {low}, got {kwargs[key]!r}")
     pct = kwargs.get("crop_pct", 0.875)
     if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0.0 < pct <= 1.0:
         errors.append(f"crop_pct must be a number in (0, 1], got {pct!r}")

@@ -66,6 +66,11 @@ def float32_precision(precision: str) -> Iterator[None]:
         restore_float32_precision(saved)
 
 
+#: The file under a unit's artifact directory where a long unit reports how far it got
+#: (`harness status` shows it for units not yet done).
+PROGRESS_FILE = "progress.json"
+
+
 class WorkerCache:
     """A small LRU cache that lives as long as a worker (actor or local run).
 
@@ -132,6 +137,17 @@ class UnitContext:
         from harness.fileio import relative_to_root
 
         return relative_to_root(self.results_root, path) if self.results_root else path
+
+    def report_progress(self, **fields: Any) -> None:
+        """Record how far the unit got (e.g. epoch=3, epochs=300), with the time, for
+        `harness status`; written atomically, so a reader never sees half a report."""
+        import json
+        import time
+
+        from harness.fileio import write_bytes
+
+        report = {**fields, "unit_id": self.unit_id, "updated": time.time()}
+        write_bytes(self.artifact(PROGRESS_FILE), json.dumps(report, sort_keys=True).encode())
 
     def torch_generator(self, offset: int = 0) -> torch.Generator:
         """A CPU torch generator seeded from the unit's seed param (plus `offset`)."""

@@ -10,9 +10,11 @@ with `torch.load(weights_only=True)` — never a bare pickle.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -20,7 +22,7 @@ from torch import nn
 
 from harness import __version__
 from harness.models.registry import build_model
-from harness.fileio import FileReadError, read_bytes, write_bytes
+from harness.fileio import FileReadError, read_bytes, resolve_root, write_bytes
 
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
@@ -78,8 +80,6 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(WEIGHTS_SUFFIX):
         return load_safetensors(data)
     if path.endswith(FOREIGN_SUFFIXES):
-        import io
-
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - the unpickler's refusal, explained
@@ -120,3 +120,34 @@ def load_checkpoint(path: str, model: str = "", model_args: dict[str, Any] | Non
         raise CheckpointError(f"{path!r} does not fit {meta['model']} {meta['model_args']}: "
                               f"{first}") from None
     return net, meta
+
+
+# --------------------------------------------------------------------------- resume states
+
+
+def save_state(uri: str, state: dict[str, Any]) -> None:
+    """Write a training state (plain containers of tensors) atomically: a kill mid-write leaves
+    the previous state in place."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(uri, buffer.getvalue())
+
+
+def load_state(uri: str) -> dict[str, Any] | None:
+    """A state written by `save_state`, or None when there is none; loads with
+    `torch.load(weights_only=True)` (no code runs), CheckpointError naming the fix otherwise."""
+    fs, path = resolve_root(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    try:
+        return torch.load(io.BytesIO(read_bytes(uri)), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state, explained
+        raise CheckpointError(f"resume state {uri!r} cannot be read ({type(exc).__name__}: {exc}); "
+                              "delete it to start the unit from scratch") from None
+
+
+def remove_file(uri: str) -> None:
+    """Delete a file if it exists."""
+    fs, path = resolve_root(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
