@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.hessian import nep_ape
-from harness.report.frames import final_epochs, metrics_rows
+from harness.report.frames import final_epochs, metrics_rows, run_epoch_rows
 
 SUPPORTED, NOT_SUPPORTED, NOT_MEASURED = "supported", "not supported", "not measured"
 VIT, CNN = "ViT", "ResNet"
@@ -108,13 +108,7 @@ def _rows(frames: dict[str, pd.DataFrame], task: str, columns: tuple[str, ...] =
 
 def _first_epochs(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of each training run's earliest checkpoint (untrained rows are kept)."""
-    if "train_unit" not in df.columns or "epoch" not in df.columns:
-        return df
-    trained = df["train_unit"].fillna("") != ""
-    first = df[trained].groupby("train_unit")["epoch"].transform("min")
-    keep = ~trained
-    keep[trained] = df.loc[trained, "epoch"] == first
-    return df[keep]
+    return run_epoch_rows(df, "min")
 
 
 def _fraction(df: pd.DataFrame) -> pd.Series | None:

@@ -68,15 +68,21 @@ def with_training(df: pd.DataFrame, train: pd.DataFrame | None) -> pd.DataFrame:
     return out
 
 
-def final_epochs(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the last checkpointed epoch of each training run (untrained rows are kept)."""
+def run_epoch_rows(df: pd.DataFrame, which: str) -> pd.DataFrame:
+    """Rows of each training run's first (`which="min"`) or last (`"max"`) checkpointed epoch
+    (untrained rows are kept)."""
     if "train_unit" not in df.columns or "epoch" not in df.columns:
         return df
     trained = df["train_unit"].fillna("") != ""
-    last = df[trained].groupby("train_unit")["epoch"].transform("max")
+    chosen = df[trained].groupby("train_unit")["epoch"].transform(which)
     keep = ~trained
-    keep[trained] = df.loc[trained, "epoch"] == last
+    keep[trained] = df.loc[trained, "epoch"] == chosen
     return df[keep]
+
+
+def final_epochs(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the last checkpointed epoch of each training run (untrained rows are kept)."""
+    return run_epoch_rows(df, "max")
 
 
 def train_final(train: pd.DataFrame) -> pd.DataFrame:
