@@ -16,7 +16,8 @@ import harness
 from harness.data.augment import soft_targets
 from harness.engine.executor import RunConfig, run_units
 from harness.analysis.hessian import (HVP_METHODS, HessianOperator, PyHessianObjective, _Objective,
-                             broaden, check_hvp, checked_product, error_estimates, explicit_attention, gaussian,
+                             DOT64_CHUNK, broaden, check_hvp, checked_product, dot64, error_estimates,
+                             explicit_attention, gaussian, norm64,
                              hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
                              restart_generator, slq, start_vector, trace_difference)
 from harness.models.registry import build_model
@@ -118,6 +119,33 @@ def test_lanczos_both_ends_match_eigvalsh():
                        dtype=F64)
     want = exact[np.argsort(-np.abs(exact))[:5]]
     assert np.all(np.abs(mag.values - want) <= 1e-4 * np.abs(want))
+
+
+def test_float64_dot_is_exact_across_chunks():
+    """dot64 / norm64 sum cache-sized float64 chunks on the CPU: equal to the float64 dot of the
+    whole vector (and far closer to it than a float32 dot) on a vector of several chunks."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3 * DOT64_CHUNK + 17, generator=g)
+    b = torch.randn(3 * DOT64_CHUNK + 17, generator=g) + 0.1
+    exact = float(torch.dot(a.double(), b.double()))
+    assert dot64(a, b) == pytest.approx(exact, rel=1e-13, abs=1e-9)
+    assert norm64(a) == pytest.approx(float(a.double().norm()), rel=1e-13)
+
+
+def test_lanczos_ritz_vectors_stay_orthogonal_with_one_pass_where_it_suffices():
+    """The second Gram–Schmidt pass runs only after cancellation (DGKS): the Ritz vectors of a
+    well-separated spectrum still come back orthonormal to float32 precision."""
+    g = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))
+    d = torch.cat([torch.linspace(-1.0, 1.0, 395, dtype=torch.float64),
+                   torch.tensor([1.5, 2.0, 2.5, 3.0, 3.5], dtype=torch.float64)])
+    h = ((q * d) @ q.T).float()
+    res = lanczos_eigs(lambda v: h @ v, 400, k=5, which="magnitude", tol=1e-6, vectors=True,
+                       max_iter=400, generator=torch.Generator().manual_seed(2))
+    assert res.converged.all()
+    gram = res.vectors.double() @ res.vectors.double().T
+    assert torch.allclose(gram, torch.eye(5, dtype=torch.float64), atol=1e-5)
+    assert np.allclose(np.sort(res.values), np.sort(d.numpy()[-5:]), atol=1e-4)
 
 
 def test_lanczos_finds_repeated_eigenvalues_after_a_breakdown():
