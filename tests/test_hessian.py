@@ -565,7 +565,7 @@ def test_sharded_hessian_cleans_up_and_names_too_many_shards(ray_session):
     deadline = time.monotonic() + 30
     while free_cpus() < before and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert free_cpus() == before
+    assert free_cpus() >= before  # nothing leaked (a previous test's actors may free more)
     # and the sweep says so at validation, before any actor starts
     with pytest.raises(SpecError, match="shards: 4 shards need at least as many batches"):
         validate(hessian_doc(scope="full", num_samples=40, batch_size=16, shards=4))

@@ -39,10 +39,19 @@ START_TIMEOUT_S = 90
 SWEEP_TIMEOUT_S = 120
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before in this process: a closed socket's port can
+    come back from the next bind, and two Ray components on one port fail `ray start`."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class RayNode:
