@@ -174,6 +174,21 @@ def test_a_repeated_top_eigenvalue_is_found_with_every_copy():
     assert float((res.vectors @ res.vectors.T - torch.eye(5, dtype=F64)).abs().max()) < 1e-10
 
 
+def test_locking_stops_when_the_vector_budget_is_all_locked():
+    """One eigenvalue far above the rest: tol · max|θ| covers the whole remaining spectrum, so
+    every restarted space converges at once and its pairs are locked; when the budget holds no
+    room for another restart the locked pairs are the answer (this raised IndexError, first seen
+    on the demo's ViT Hessians). Within tol · λmax they are the top-5."""
+    d = torch.tensor([1000.0] + np.linspace(0.01, 1.0, 400).tolist(), dtype=F64)
+    for which in ("largest", "magnitude"):
+        res = lanczos_eigs(lambda v: d * v, len(d), k=5, which=which, tol=1e-3, dtype=F64,
+                           generator=torch.Generator().manual_seed(0))
+        exact = np.sort(d.numpy())[::-1][:5]
+        assert res.values[0] == pytest.approx(1000.0, rel=1e-3) and res.converged.all()
+        assert np.all(np.abs(np.sort(res.values)[::-1] - exact) <= 1e-3 * 1000.0)
+        assert res.state_vectors <= 24
+
+
 def test_restart_vectors_come_from_their_own_stream():
     """A caller that seeds the start vector's generator and the solver's alike (the task does)
     must not get the start vector back as the restart vector."""

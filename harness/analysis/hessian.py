@@ -742,7 +742,10 @@ def lanczos_eigs(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, k: i
             locked += keep
             theta = s = res = np.zeros(0)
             m = 0
-            if locked >= n:
+            if locked >= n or locked >= rows:
+                # the space is exhausted, or the vector budget is all locked pairs (a large
+                # λmax makes tol · max|θ| loose for the rest: their spaces converge at once):
+                # what is locked is the answer, each with its own residual
                 break
             restarts = restarts or restart_generator(gen)
             r = gaussian(n, restarts, v0.dtype, v0.device)
