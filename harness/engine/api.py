@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.engine.executor import run_units
-from harness.engine.params import ParamError, canonical_json
+from harness.engine.params import canonical_json
 from harness.engine.progress import Progress
 from harness.engine.run_config import RunConfig, RunSummary
-from harness.engine.spec import EXECUTOR_PARAMS, Spec, SpecError, load_spec, validate
+from harness.engine.spec import (EXECUTOR_PARAMS, Spec, SpecError, coerce_options, load_spec,
+                                 validate)
 from harness.engine.store import Store
 from harness.engine.units import WorkUnit
 
@@ -69,18 +70,11 @@ def run_config(spec: Spec, options: Mapping[str, Any], address: str | None = Non
                names: Mapping[str, str] | None = None) -> RunConfig:
     """The spec's executor section with `options` applied (they win); errors call an option
     by its `names` entry (the CLI names its flags)."""
-    values = dict(spec.executor)
-    params = {p.name: p for p in EXECUTOR_PARAMS}
-    errors = []
-    for key, value in options.items():
-        if key not in params:
-            errors.append(f"{key}: unknown executor option; allowed: "
-                          f"{', '.join(params)}, address")
-            continue
-        try:
-            values[key] = params[key].coerce(value)
-        except ParamError as exc:
-            errors.append(f"{(names or {}).get(key, key)}: {exc}")
+    allowed = ", ".join(p.name for p in EXECUTOR_PARAMS)
+    errors: list[str] = []
+    values = {**spec.executor, **coerce_options(
+        dict(options), EXECUTOR_PARAMS, errors, label=lambda key: (names or {}).get(key, key),
+        unknown=lambda key: f"{key}: unknown executor option; allowed: {allowed}, address")}
     if errors:
         raise SpecError(errors)
     return RunConfig(address=address, **values)

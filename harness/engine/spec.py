@@ -23,6 +23,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -261,18 +262,31 @@ def _validate_executor(raw: Any, errors: list[str], sweep_tasks: list[str]) -> d
     if not isinstance(raw, dict):
         errors.append("executor: expected a mapping")
         return out
-    by_name = {p.name: p for p in EXECUTOR_PARAMS}
-    for key, value in raw.items():
-        if key == "tasks":
-            out["tasks"] = _validate_task_resources(value, errors, sweep_tasks)
-            continue
+    if "tasks" in raw:
+        out["tasks"] = _validate_task_resources(raw["tasks"], errors, sweep_tasks)
+    allowed = ", ".join(p.name for p in EXECUTOR_PARAMS)
+    out.update(coerce_options(
+        {k: v for k, v in raw.items() if k != "tasks"}, EXECUTOR_PARAMS, errors,
+        label=lambda key: f"executor.{key}",
+        unknown=lambda key: f"executor.{key}: unknown key; allowed: {allowed}, tasks"))
+    return out
+
+
+def coerce_options(values: dict[str, Any], params: Sequence[Param], errors: list[str], *,
+                   label: Callable[[str], str], unknown: Callable[[str], str]) -> dict[str, Any]:
+    """Each value coerced by the param of its key (the executor block, its per-task entries,
+    `harness.run`'s options); an unknown key or a refused value appends a message to `errors`
+    (`unknown(key)`, or `label(key): <why>`) and is left out."""
+    by_name = {p.name: p for p in params}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
         if key not in by_name:
-            errors.append(f"executor.{key}: unknown key; allowed: {', '.join(by_name)}, tasks")
+            errors.append(unknown(key))
             continue
         try:
             out[key] = by_name[key].coerce(value)
         except ParamError as exc:
-            errors.append(f"executor.{key}: {exc}")
+            errors.append(f"{label(key)}: {exc}")
     return out
 
 
@@ -283,7 +297,7 @@ def _validate_task_resources(raw: Any, errors: list[str],
         errors.append(f"executor.tasks: expected a mapping of task name to {{{', '.join(TASK_KEYS)}}}"
                       ", e.g. {train: {num_gpus: 1}}")
         return {}
-    by_name = {p.name: p for p in EXECUTOR_PARAMS}
+    per_task = [p for p in EXECUTOR_PARAMS if p.name in TASK_KEYS]
     out: dict[str, dict[str, float]] = {}
     for task, values in raw.items():
         where = f"executor.tasks.{task}"
@@ -294,16 +308,10 @@ def _validate_task_resources(raw: Any, errors: list[str],
         if not isinstance(values, dict):
             errors.append(f"{where}: expected a mapping with keys among {', '.join(TASK_KEYS)}")
             continue
-        out[task] = {}
-        for key, value in values.items():
-            if key not in TASK_KEYS:
-                errors.append(f"{where}.{key}: not settable per task; allowed: "
-                              f"{', '.join(TASK_KEYS)}")
-                continue
-            try:
-                out[task][key] = by_name[key].coerce(value)
-            except ParamError as exc:
-                errors.append(f"{where}.{key}: {exc}")
+        out[task] = coerce_options(
+            values, per_task, errors, label=lambda key, where=where: f"{where}.{key}",
+            unknown=lambda key, where=where: (f"{where}.{key}: not settable per task; allowed: "
+                                              f"{', '.join(TASK_KEYS)}"))
     return out
 
 
