@@ -24,9 +24,13 @@ Rows (`quantity`):
   spectrum; for PyHessian measured afterwards with our operator, outside its time).
 - `trace`: Hutchinson estimate, `error` = its standard error; `converged` null (no
   target is set: all `trace_probes` run).
-- `trace_nll` (solver lanczos, unsharded): the trace of the NLL alone — the same probes'
+- `trace_nll` (every solver, sharded or not): the trace of the NLL alone — the same probes'
   vᵀ(H − H_penalty)v, the penalty's Hessian (≈ weight_decay · I with `half_sq`, which
-  dominates the trace of a wide network) taken out exactly per probe.
+  dominates the trace of a wide network) taken out exactly per probe. The penalty does not
+  depend on the batch, so its operator runs on the unit's model (sharded: on shard 0's copy).
+  With `solver: pyhessian` the probes are PyHessian's own: trace() draws them from torch's
+  global RNG, whose state is saved before it and restored afterwards in a fork to redraw
+  them exactly (`pyhessian_trace`).
 - `density`: (`value` = grid point λ, `density` = ρ(λ)), Gaussian broadening as
   PyHessian's density_generate; `slq_node`: the raw quadrature (`value` node,
   `density` weight, `start`), so a density can be re-broadened later. `converged` null:
@@ -48,7 +52,7 @@ from torch import nn
 
 from harness.engine.context import UnitContext, WorkerCache
 from harness.analysis.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
-                             broaden, checked_product, explicit_attention,
+                             TraceEstimate, broaden, checked_product, explicit_attention,
                              default_vectors, hutchinson_trace, lanczos_eigs,
                              pyhessian_compat, slq, start_vector, trace_difference)
 from harness.analysis.objective import PenaltySet, batch_objective, penalty_tensor
@@ -159,6 +163,20 @@ def penalty_loss(model: nn.Module, batch: Batch, weight_decay: float, penalty: s
     return weight_decay * penalty_tensor(model, penalty, names)
 
 
+def penalty_operator(model: nn.Module, batches: list[Batch], p: dict[str, Any], wd: float,
+                     covered: PenaltySet) -> HessianOperator:
+    """The Hessian of the penalty term alone on `model` (one batch, weight 1: it does not
+    enter), by double backward (nothing kept): what `trace_nll` subtracts per probe."""
+    return HessianOperator(model, batches[:1], penalty_objective(p, wd, covered),
+                           "double_backward", weights=[1.0])
+
+
+def penalty_objective(p: dict[str, Any], wd: float, covered: PenaltySet) -> Any:
+    """The unit's penalty term as a loss function of (model, batch)."""
+    return functools.partial(penalty_loss, weight_decay=wd, penalty=p["penalty"],
+                             names=covered.names)
+
+
 def load_objective(p: dict[str, Any], ctx: UnitContext
                    ) -> tuple[nn.Module, list[Batch], Any, float, PenaltySet]:
     """The unit's model (eval mode), its fixed batches, the loss, weight decay, penalty set."""
@@ -182,8 +200,9 @@ def unit_batches(p: dict[str, Any], batches: list[Batch]) -> list[Batch]:
 
 
 def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.device
-                    ) -> tuple[nn.Module, list[Batch], Any, list[float]]:
-    """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs.
+                    ) -> tuple[nn.Module, list[Batch], Any, list[float], Any]:
+    """Builder of a shard actor (large-batch mode): loads what the unit loads, where it runs;
+    the last item is the penalty term alone (`ShardedHessian.penalty_operator`, `trace_nll`).
 
     The actor serves this unit only, so the unit's float32 precision is set for its
     process and not restored.
@@ -193,9 +212,9 @@ def shard_objective(p: dict[str, Any], shard: int, shards: int, device: torch.de
 
     set_float32_precision(p["precision"])
     ctx = UnitContext(device=device, cache=WorkerCache(4), seed=p["seed"], unit_id="0")
-    model, batches, loss_fn, *_ = load_objective(p, ctx)
+    model, batches, loss_fn, wd, covered = load_objective(p, ctx)
     mine, weights = shard_batches(batches, shard, shards)
-    return model, mine, loss_fn, weights
+    return model, mine, loss_fn, weights, penalty_objective(p, wd, covered)
 
 
 def sharded_penalty_rule(p: dict[str, Any], ctx: UnitContext) -> str:
@@ -281,8 +300,9 @@ def checked_start(p: dict[str, Any], ctx: UnitContext, op: Any
 
 def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
                  shapes: list[tuple[int, ...]], v0: torch.Tensor, hv0: torch.Tensor,
-                 penalty_op: HessianOperator | None = None
-                 ) -> tuple[list[dict[str, Any]], str]:
+                 penalty_op: Any = None) -> tuple[list[dict[str, Any]], str]:
+    """Our solvers on `op`; `penalty_op` (the penalty's Hessian, on op's device and dtype):
+    the same probes through it give the `trace_nll` row."""
     rows: list[dict[str, Any]] = []
     path = ""
     if "eigenvalues" in p["compute"]:
@@ -318,9 +338,58 @@ def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
     return rows, path
 
 
+def _estimate(samples: np.ndarray, seconds: float, converged: bool | None) -> TraceEstimate:
+    x = np.asarray(samples, dtype=np.float64)
+    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("inf")
+    return TraceEstimate(float(x.mean()), se, x, seconds, converged)
+
+
+def pyhessian_trace(ph: Any, probes: int, tol: float, penalty_op: HessianOperator | None = None
+                    ) -> tuple[TraceEstimate, TraceEstimate | None]:
+    """PyHessian's trace() as a TraceEstimate and, given the penalty's operator, the trace of
+    the NLL alone on PyHessian's very probes (None without one).
+
+    trace() draws each probe from torch's global RNG — per parameter tensor
+    `randint_like(p, high=2, device=ph.device)`, zeros set to −1 — and nothing else draws
+    from it between probes (the products of an eval-mode objective are deterministic). So
+    the global state is saved before trace() and restored afterwards inside
+    `torch.random.fork_rng` to redraw the same probes one at a time for vᵀ H_penalty v;
+    the fork leaves the caller's stream where trace() left it (density() draws as before).
+    `converged`: PyHessian stopped on its tolerance before `probes`.
+    """
+    cuda = ph.device == "cuda"
+    cpu_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if cuda else None
+    started = time.perf_counter()
+    samples = np.asarray(ph.trace(maxIter=probes, tol=tol), dtype=np.float64)
+    total = _estimate(samples, time.perf_counter() - started, len(samples) < probes)
+    if penalty_op is None:
+        return total, None
+    started = time.perf_counter()
+    quad = []
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+        for _ in range(len(samples)):  # as pyhessian.hessian.trace draws them
+            v = [torch.randint_like(t, high=2, device=ph.device) for t in ph.params]
+            for v_i in v:
+                v_i[v_i == 0] = -1
+            flat = torch.cat([t.reshape(-1) for t in v]).to(penalty_op.device, penalty_op.dtype)
+            if flat.numel() != penalty_op.n:
+                raise RuntimeError(f"PyHessian's probes have {flat.numel()} entries, the "
+                                   f"penalty's operator {penalty_op.n}")
+            hv = penalty_op.matvec(flat)
+            quad.append(float((hv.to(torch.float64) * flat.to(torch.float64)).sum()))
+    part = _estimate(np.array(quad), time.perf_counter() - started, None)
+    return total, trace_difference(total, part)
+
+
 def _run_pyhessian(p: dict[str, Any], ctx: UnitContext, op: HessianOperator,
-                   batches: list[Batch]) -> tuple[list[dict[str, Any]], float, str]:
-    """PyHessian's own methods on the same objective; residuals checked with our operator."""
+                   batches: list[Batch], penalty_op: HessianOperator | None = None
+                   ) -> tuple[list[dict[str, Any]], float, str]:
+    """PyHessian's own methods on the same objective; residuals checked with our operator;
+    `penalty_op`: PyHessian's trace probes through it give the `trace_nll` row."""
     model = op.model
     wrapper = PyHessianObjective(model, batches, op.loss_fn)
     torch.manual_seed(int(ctx.rng.integers(2 ** 62)) + 4)  # PyHessian draws from the global RNG
@@ -349,14 +418,14 @@ def _run_pyhessian(p: dict[str, Any], ctx: UnitContext, op: HessianOperator,
                     path = _save_vectors(ctx, vals[order], flat[order], op.flat.names,
                                          [tuple(s) for s in op.flat.shapes])
             if "trace" in p["compute"]:
-                counter["hvps"], started = 0, time.perf_counter()
-                samples = ph.trace(maxIter=p["trace_probes"], tol=p["tol"])
-                seconds = time.perf_counter() - started
-                x = np.asarray(samples, dtype=np.float64)
-                se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("inf")
-                rows.append(_row("trace", float(x.mean()), error=se,
-                                 converged=len(x) < p["trace_probes"], hvps=counter["hvps"],
-                                 seconds=seconds))
+                counter["hvps"] = 0
+                tr, nll = pyhessian_trace(ph, p["trace_probes"], p["tol"], penalty_op)
+                rows.append(_row("trace", tr.value, error=tr.se, converged=tr.converged,
+                                 hvps=counter["hvps"], seconds=tr.seconds))
+                if nll is not None:
+                    rows.append(_row("trace_nll", nll.value, error=nll.se,
+                                     converged=nll.converged, hvps=counter["hvps"],
+                                     seconds=nll.seconds))
             if "density" in p["compute"]:
                 counter["hvps"], started = 0, time.perf_counter()
                 nodes, weights = ph.density(iter=p["density_iter"], n_v=p["density_starts"])
@@ -387,15 +456,13 @@ def run(unit: WorkUnit, ctx: UnitContext) -> list[dict[str, Any]]:
             v0, hv0, check = checked_start(p, ctx, op)
             setup = time.perf_counter() - started
             loss = op.loss()
+            penalty_op = (penalty_operator(model, batches, p, wd, covered)
+                          if "trace" in p["compute"] else None)
             if p["solver"] == "pyhessian":
                 op.release()  # PyHessian builds its own graph
-                rows, setup, path = _run_pyhessian(p, ctx, op, batches)
+                rows, setup, path = _run_pyhessian(p, ctx, op, batches, penalty_op)
                 method = "pyhessian"
             else:
-                penalty_op = (HessianOperator(model, batches[:1], functools.partial(
-                    penalty_loss, weight_decay=wd, penalty=p["penalty"],
-                    names=covered.names), "double_backward",
-                    weights=[1.0]) if "trace" in p["compute"] else None)
                 rows, path = _run_lanczos(p, ctx, op, op.flat.names,
                                           [tuple(s) for s in op.flat.shapes], v0, hv0,
                                           penalty_op)
@@ -413,7 +480,8 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
     """Large-batch mode: the same solvers on a Hessian data-parallel over shard actors.
 
     The unit itself loads nothing but the checkpoint's sidecar: the shards load the
-    model and their batches where they run; the Lanczos basis lives on ctx.device.
+    model and their batches where they run; the Lanczos basis lives on ctx.device. The
+    penalty's Hessian (`trace_nll`) is applied on shard 0's model copy.
     """
     from harness.analysis.hessian_parallel import ShardedHessian
 
@@ -424,7 +492,8 @@ def _run_sharded(p: dict[str, Any], ctx: UnitContext) -> list[dict[str, Any]]:
         started = time.perf_counter()
         v0, hv0, check = checked_start(p, ctx, op)
         setup = time.perf_counter() - started
-        rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes, v0, hv0)
+        penalty_op = op.penalty_operator() if "trace" in p["compute"] else None
+        rows, path = _run_lanczos(p, ctx, op, op.names, op.shapes, v0, hv0, penalty_op)
         common = {"setup_seconds": setup, "loss": op.loss(),
                   "weight_decay_used": unit_weight_decay(ctx, p),
                   "penalty_set_used": sharded_penalty_rule(p, ctx), "penalty_numel": None,

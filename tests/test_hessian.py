@@ -19,6 +19,7 @@ from harness.analysis.hessian import (HVP_METHODS, HessianOperator, PyHessianObj
                              DOT64_CHUNK, broaden, check_hvp, checked_product, dot64, error_estimates,
                              explicit_attention, gaussian, norm64, rows_dot64,
                              hutchinson_trace, lanczos, lanczos_eigs, nep_ape, pyhessian_compat,
+                             rademacher,
                              restart_generator, slq, start_vector, trace_difference)
 from harness.models.registry import build_model
 from harness.analysis.objective import batch_objective, penalty_tensor
@@ -74,6 +75,34 @@ def dense_hessian(seed: int = 0, batches_used: int = 2) -> np.ndarray:
 
 def dense_hessian_one_batch() -> np.ndarray:
     return dense_hessian(0, 1)
+
+
+def tiny_penalty(model: nn.Module, _batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """tiny_loss's penalty term alone (it does not look at the batch)."""
+    return 0.05 * penalty_tensor(model, "l2")
+
+
+def dense_l2_penalty_hessian(model: nn.Module) -> np.ndarray:
+    """The Hessian of tiny_penalty by hand: 0.05 (I − ŵŵᵀ) / ‖w‖ per tensor, block diagonal."""
+    blocks = []
+    for p in model.parameters():
+        w = p.detach().reshape(-1).numpy()
+        norm = np.linalg.norm(w)
+        blocks.append(0.05 * (np.eye(len(w)) - np.outer(w, w) / norm ** 2) / norm)
+    out = np.zeros((sum(len(b) for b in blocks),) * 2)
+    at = 0
+    for b in blocks:
+        out[at:at + len(b), at:at + len(b)] = b
+        at += len(b)
+    return out
+
+
+def rademacher_rows(n: int, seed: int, probes: int, batch: int) -> np.ndarray:
+    """hutchinson_trace's probes: `batch` rows per draw from a CPU generator seeded `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = [rademacher(n, gen, F64, torch.device("cpu"), rows=min(batch, probes - i))
+            for i in range(0, probes, batch)]
+    return torch.cat(rows).numpy()
 
 
 def rel(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
@@ -400,6 +429,55 @@ def test_eigenvalues_and_trace_agree_with_pyhessian():
     assert rel(ph_hv, op.matvec(v)) < 1e-10
 
 
+@pytest.mark.filterwarnings(PYHESSIAN_GRAPH_WARNING)
+def test_pyhessian_trace_of_the_nll_alone_redraws_its_own_probes():
+    """solver pyhessian's trace_nll: PyHessian's trace() over both batches (its dataloader
+    path), the penalty taken out on PyHessian's own probes — per probe exactly vᵀ H_nll v
+    of the dense Hessians (probes redrawn here by PyHessian's recipe), and its mean within
+    3 standard errors of tr(H_nll)."""
+    from tasks.hessian import pyhessian_trace
+
+    model, batches = tiny_problem()
+    h = dense_hessian()
+    h_pen = dense_l2_penalty_hessian(model)
+    h_nll = h - h_pen
+    pen_op = HessianOperator(model, batches[:1], tiny_penalty, "double_backward",
+                             weights=[1.0])
+    wrapper = PyHessianObjective(model, batches, tiny_loss)
+    torch.manual_seed(11)
+    try:
+        with pyhessian_compat():
+            ph = wrapper.pyhessian()
+            tr, nll = pyhessian_trace(ph, 150, 0.0, pen_op)
+            alone, none = pyhessian_trace(ph, 3, 0.0)
+    finally:
+        for p in model.parameters():
+            p.grad = None
+    after = torch.rand(4)  # the caller's RNG stream goes on from where trace() left it
+    torch.manual_seed(11)
+    probes = []
+    for _ in range(153):  # pyhessian.hessian.trace: randint_like(p, high=2), 0 -> -1
+        probes.append(torch.cat([(2 * torch.randint_like(p, high=2) - 1).reshape(-1)
+                                 for p in model.parameters()]).numpy())
+    v = np.stack(probes)
+    assert torch.equal(after, torch.rand(4))
+    np.testing.assert_allclose(tr.samples, np.einsum("ij,jk,ik->i", v[:150], h, v[:150]),
+                               rtol=1e-9)  # the reference draws PyHessian's probes
+    np.testing.assert_allclose(alone.samples, np.einsum("ij,jk,ik->i", v[150:], h, v[150:]),
+                               rtol=1e-9)
+    exact_nll = np.einsum("ij,jk,ik->i", v[:150], h_nll, v[:150])
+    np.testing.assert_allclose(nll.samples, exact_nll, rtol=1e-9, atol=1e-12)
+    assert nll.value == pytest.approx(exact_nll.mean(), rel=1e-10)
+    assert abs(nll.value - np.trace(h_nll)) <= 3 * nll.se
+    # the penalty really is out: its trace (hand formula) separates the two by many errors
+    pen = np.einsum("ij,jk,ik->i", v[:150], h_pen, v[:150])
+    pen_trace = float(np.trace(h_pen))
+    assert tr.value - nll.value == pytest.approx(pen.mean(), rel=1e-9)
+    assert abs(pen.mean() - pen_trace) <= 3 * pen.std(ddof=1) / np.sqrt(150)
+    assert pen_trace > 10 * nll.se and abs(tr.value - np.trace(h_nll)) > 10 * tr.se
+    assert none is None and tr.probes == nll.probes == 150 and tr.converged is False
+
+
 def test_hvp_agrees_with_curvlinops_on_a_conv_net():
     from curvlinops import HessianLinearOperator
 
@@ -515,9 +593,10 @@ def test_task_rows_for_each_minibatch_with_both_solvers(tmp_path):
     assert (df[df.quantity == "trace"]["error"] > 0).all()
     # the NLL's trace: the penalty's 0.05·numel (half_sq: 0.05·I on the penalized tensors,
     # exact per probe) taken out
-    traces = df[(df.solver == "lanczos") & df.quantity.isin(["trace", "trace_nll"])]
-    both = traces.pivot(index=["model", "batch"], columns="quantity", values="value")
-    numel = traces.groupby(["model", "batch"])["penalty_numel"].first()
+    traces = df[df.quantity.isin(["trace", "trace_nll"])]
+    both = traces.pivot(index=["model", "solver", "batch"], columns="quantity", values="value")
+    assert len(both) == 4 and both.notna().all().all()  # both solvers' resnet units
+    numel = traces.groupby(["model", "solver", "batch"])["penalty_numel"].first()
     assert (numel > 0).all()
     assert np.allclose(both["trace"] - both["trace_nll"], 0.05 * numel, rtol=1e-4)
     # no convergence test, no claim: trace (no target) and density rows are null
@@ -551,7 +630,7 @@ def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
                       shard_num_cpus=0.5)
     (unit,) = validate(doc).units()
     builder = functools.partial(shard_objective, unit.params)
-    model, batches, loss_fn, weights = builder(0, 1, torch.device("cpu"))
+    model, batches, loss_fn, weights, penalty = builder(0, 1, torch.device("cpu"))
     local = HessianOperator(model, batches, loss_fn, weights=weights)
     assert [len(b[0]) for b in batches] == [16, 16, 16, 12]
     v = torch.randn(local.n, generator=torch.Generator().manual_seed(0))
@@ -577,6 +656,75 @@ def test_data_parallel_hvp_over_two_actors_equals_one(tmp_path, ray_session):
     assert np.allclose(eig["value"], local_eig.values, rtol=1e-3)
     assert (df["hvp_method_used"] == "retained x2 shards").all() and (df["n_samples"] == 60).all()
     assert df.loc[df.quantity == "trace", "hvps"].item() == 4
+    # the NLL's trace: half_sq's Hessian is 0.05·I on the penalized tensors, so exactly
+    # 0.05 · their count per probe comes out (counted here on the local copy)
+    names = set(penalty.keywords["names"])
+    numel = sum(p.numel() for k, p in model.named_parameters() if k in names)
+    assert 0 < numel < local.n
+    value = df.set_index("quantity")["value"]
+    assert value["trace"] - value["trace_nll"] == pytest.approx(0.05 * numel, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_sharded_trace_of_the_nll_alone_against_the_dense_hessian(ray_session):
+    """Sharded trace_nll: the objective's products over 2 shard actors, the penalty's on
+    shard 0, on the same probes — per probe exactly vᵀ H_nll v of the dense Hessians, the
+    mean within 3 standard errors of tr(H_nll), the penalty's trace separating it from
+    tr(H)."""
+    from harness.analysis.hessian_parallel import ShardedHessian
+
+    def _tiny_shard_builder(shard, shards, device):  # a closure: pickled by value for Ray
+        """tiny_problem's model and batches (float64; NLL + 0.05·Σ‖w‖) rebuilt in a shard
+        actor, with the penalty term as the 5th item."""
+        import torch
+        from torch import nn
+
+        from harness.analysis.hessian_parallel import shard_batches
+        from harness.analysis.objective import batch_objective, penalty_tensor
+        from harness.data.augment import soft_targets
+
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 4), nn.LayerNorm(4), nn.Tanh(),
+                              nn.Linear(4, 5)).to(torch.float64).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.6)
+        x = torch.randn(20, 3, 4, 4, dtype=torch.float64)
+        soft = soft_targets(torch.arange(20) % 5, 5, smoothing=0.1).to(torch.float64)
+        mine, weights = shard_batches([(x[:12], soft[:12]), (x[12:], soft[12:])], shard,
+                                      shards)
+        return (model, mine, lambda m, b: batch_objective(m, b[0], b[1], 0.05, "l2"),
+                weights, lambda m, b: 0.05 * penalty_tensor(m, "l2"))
+
+    def _without_penalty(shard, shards, device):
+        return _tiny_shard_builder(shard, shards, device)[:4]
+
+    model, batches = tiny_problem()  # the builder makes the same problem
+    local_model, local_batches, *_ = _tiny_shard_builder(0, 1, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), local_model.parameters()))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, local_batches))
+    h, h_pen = dense_hessian(), dense_l2_penalty_hessian(model)
+    with ShardedHessian(_tiny_shard_builder, 2, "retained", num_cpus=0.25) as op:
+        pen = op.penalty_operator()
+        assert (pen.n, pen.dtype, pen.device) == (op.n, F64, op.device)
+        full = hutchinson_trace(op, 120, torch.Generator().manual_seed(4), batch=8)
+        part = hutchinson_trace(pen, 120, torch.Generator().manual_seed(4), batch=8)
+        v = torch.randn(op.n, dtype=F64)
+        assert rel(pen.matvec(v), h_pen @ v.numpy()) < 1e-10
+    nll = trace_difference(full, part)
+    probes = rademacher_rows(len(h), 4, 120, 8)
+    np.testing.assert_allclose(full.samples, np.einsum("ij,jk,ik->i", probes, h, probes),
+                               rtol=1e-8)
+    np.testing.assert_allclose(nll.samples,
+                               np.einsum("ij,jk,ik->i", probes, h - h_pen, probes),
+                               rtol=1e-8, atol=1e-12)
+    assert abs(nll.value - np.trace(h - h_pen)) <= 3 * nll.se
+    # the penalty really is out: what separates the two is its trace, well above the noise
+    assert abs(part.value - np.trace(h_pen)) <= 3 * part.se
+    assert np.trace(h_pen) > 10 * nll.se and abs(full.value - np.trace(h - h_pen)) > 10 * full.se
+    with ShardedHessian(_without_penalty, 1, "retained", num_cpus=0.25) as bare:
+        with pytest.raises(ValueError, match="no penalty term"):
+            bare.penalty_operator()
 
 
 @pytest.mark.slow

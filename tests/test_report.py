@@ -257,6 +257,52 @@ def test_hessian_stats_keep_the_ends_of_which_both_apart():
     assert list(mag["pooled"]) == ["top-4 by |λ| per unit"] and mag["nep"].iloc[0] == 3 / 8
 
 
+def _step_counts(patch, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bin edges, counts) back from a density step histogram: its polygon runs
+    (e0, 0), (e0, h0), (e1, h0), (e1, h1), …, (en, 0); count = h · n · bin width."""
+    xy = patch.get_xy()
+    edges, heights = xy[0::2, 0], xy[1:-1:2, 1]
+    return edges, heights * n * np.diff(edges)
+
+
+def test_hessian_spectra_draw_one_histogram_per_end_labelled_with_its_rows():
+    """which both rows are two histograms (largest, smallest), each counting its own rows
+    only; a magnitude-only group stays one histogram, labelled with what it pools."""
+    rng = np.random.default_rng(0)
+    top = rng.uniform(1.0, 9.0, 6)  # 3 units x 2 largest
+    bottom = np.concatenate([rng.uniform(-4.0, -0.5, 5), [0.3]])  # 3 units x 2 smallest
+    both = _rows(12, model="vit_ti", quantity="eigenvalue", which="both",
+                 end=["largest", "largest", "smallest", "smallest"] * 3, rank=[0, 1] * 6,
+                 value=np.ravel(np.column_stack([top.reshape(3, 2), bottom.reshape(3, 2)])),
+                 unit_id=np.repeat(["a", "b", "c"], 4))
+    mag = _rows(6, model="resnet18", quantity="eigenvalue", which="magnitude", end="magnitude",
+                rank=[0, 1, 2] * 2, value=rng.uniform(-1.0, 6.0, 6),
+                unit_id=np.repeat(["d", "e"], 3))
+    trace = _rows(1, model="vit_ti", quantity="trace", which="both", end="", rank=-1,
+                  value=[50.0])
+    df = pd.concat([both, mag, trace], ignore_index=True)
+    fig = plots.plot_hessian_spectra(df, bins=12)
+    ax = fig.axes[0]
+    want = {"resnet18 · which=magnitude · top-3 by |λ| per unit (n=6)":
+            mag["value"].to_numpy(),
+            "vit_ti · which=both · 2 largest per unit (n=6)": top,
+            "vit_ti · which=both · 2 smallest per unit (n=6)": bottom}
+    assert [p.get_label() for p in ax.patches] == list(want)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(want)
+    for patch, values in zip(ax.patches, want.values()):
+        edges, counts = _step_counts(patch, len(values))
+        assert len(edges) == 13 and counts.sum() == pytest.approx(len(values))
+        np.testing.assert_allclose(counts, np.histogram(values, edges)[0], atol=1e-9)
+    # the two ends of one group are told apart by line style too (one color per model)
+    largest, smallest = ax.patches[1:]
+    assert largest.get_edgecolor() == smallest.get_edgecolor()
+    assert largest.get_linestyle() != smallest.get_linestyle()
+    # magnitude-only input: one histogram of every row, as before, its label saying which
+    alone = plots.plot_hessian_spectra(mag).axes[0].patches
+    assert [p.get_label() for p in alone] == ["resnet18 · top-3 by |λ| per unit (n=6)"]
+    assert _step_counts(alone[0], 6)[1].sum() == pytest.approx(6)
+
+
 def _grid(model: str = "resnet18") -> pd.DataFrame:
     a, b = np.meshgrid([-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0])
     a, b = a.ravel(), b.ravel()

@@ -11,6 +11,11 @@ side, `ShardedHessian`, has the interface the numerics in `harness.analysis.hess
 (n, dtype, device, matvec, matmat, fresh_matvec, hvps), so Lanczos, Hutchinson
 and SLQ run on it unchanged; the basis stays on the driver.
 
+A builder may also return a term of the loss that does not depend on the batch (the
+objective's penalty): `penalty_operator()` applies its Hessian on shard 0's model copy
+alone — one shard suffices, and the driver holds no parameters — with the same driver-side
+interface, so Hutchinson runs the same probes through both (the trace of the NLL alone).
+
 Resources: shard actors ask Ray for `num_cpus` / `num_gpus` each, all at once:
 their bundles form one placement group, so the shards start together or not at
 all, and two units that build operators at the same time never each hold part
@@ -28,14 +33,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from harness.analysis.hessian import Batch, HessianOperator, LossFn, explicit_attention
 
-#: builder(shard, shards, device) -> (model in eval mode, the shard's batches, loss_fn,
-#: per-batch weights n_k / N over all shards)
-ShardBuilder = Callable[[int, int, torch.device],
-                        tuple[nn.Module, Sequence[Batch], LossFn, Sequence[float]]]
+#: builder(shard, shards, device) -> (model (nn.Module) in eval mode, the shard's batches,
+#: loss_fn, per-batch weights n_k / N over all shards[, penalty: a LossFn that ignores its
+#: batch])
+ShardBuilder = Callable[[int, int, torch.device], tuple[Any, ...]]
 
 
 class ShardActor:
@@ -47,16 +51,20 @@ class ShardActor:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""  # keep CPU shards off the GPUs
         torch.set_num_threads(max(1, int(num_cpus)))
         device = torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
-        model, batches, loss_fn, weights = builder(shard, shards, device)
+        built = builder(shard, shards, device)
+        model, batches, loss_fn, weights = built[:4]
         self._attention = explicit_attention(model)
         self.attention_modules = self._attention.__enter__()  # this copy stays explicit
         self.op = HessianOperator(model, batches, loss_fn, method=method, weights=weights)
+        self._penalty_fn: LossFn | None = built[4] if len(built) > 4 else None
+        self._penalty: HessianOperator | None = None
 
     def info(self) -> dict[str, Any]:
         return {"n": self.op.n, "num_samples": self.op.num_samples,
                 "dtype": str(self.op.dtype).removeprefix("torch."),
                 "names": self.op.flat.names, "shapes": [tuple(s) for s in self.op.flat.shapes],
-                "attention_modules": self.attention_modules, "device": str(self.op.device)}
+                "attention_modules": self.attention_modules, "device": str(self.op.device),
+                "penalty": self._penalty_fn is not None}
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         return self.op.matvec(self._tensor(v)).cpu().numpy()
@@ -66,6 +74,16 @@ class ShardActor:
 
     def fresh_matvec(self, v: np.ndarray) -> np.ndarray:
         return self.op.fresh_matvec(self._tensor(v)).cpu().numpy()
+
+    def penalty_matmat(self, rows: np.ndarray) -> np.ndarray:
+        """The penalty's Hessian (the builder's 5th item, batch-independent: one batch,
+        weight 1, double backward so nothing is kept) applied to every row."""
+        if self._penalty is None:
+            if self._penalty_fn is None:
+                raise ValueError("this shard's builder returned no penalty term")
+            self._penalty = HessianOperator(self.op.model, self.op.batches[:1], self._penalty_fn,
+                                            "double_backward", weights=[1.0])
+        return self._penalty.matmat(self._tensor(rows)).cpu().numpy()
 
     def loss(self) -> float:
         return self.op.loss()
@@ -115,6 +133,7 @@ class ShardedHessian:
         self.shapes: list[tuple[int, ...]] = [tuple(s) for s in infos[0]["shapes"]]
         self.method = method
         self.hvps = 0
+        self._has_penalty = bool(infos[0].get("penalty"))
 
     def _start(self, shards: int, num_cpus: float, num_gpus: float, start_timeout: float,
                timeout_error: type[Exception]) -> list[dict[str, Any]]:
@@ -161,6 +180,14 @@ class ShardedHessian:
     def loss(self) -> float:
         return float(sum(self._ray.get([a.loss.remote() for a in self.actors])))
 
+    def penalty_operator(self) -> "ShardPenalty":
+        """The Hessian of the builder's penalty term (batch-independent) as an operator on
+        the driver's device and dtype, applied on shard 0."""
+        if not self._has_penalty:
+            raise ValueError("the shard builder returned no penalty term (a 5th item): there "
+                             "is no penalty Hessian to apply")
+        return ShardPenalty(self)
+
     @property
     def setup_seconds(self) -> float:
         """The slowest shard's graph build (they run in parallel)."""
@@ -180,6 +207,30 @@ class ShardedHessian:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ShardPenalty:
+    """The penalty's Hessian of a `ShardedHessian`, computed by its shard 0 (every shard holds
+    the same parameters and the penalty does not see the batch), with the driver-side
+    operator interface: n, dtype, device, matvec, matmat, fresh_matvec, hvps."""
+
+    def __init__(self, sharded: ShardedHessian) -> None:
+        self._sharded = sharded
+        self.n, self.dtype, self.device = sharded.n, sharded.dtype, sharded.device
+        self.hvps = 0
+
+    def matmat(self, rows: torch.Tensor) -> torch.Tensor:
+        self.hvps += rows.shape[0]
+        ray = self._sharded._ray
+        out = ray.get(self._sharded.actors[0].penalty_matmat.remote(
+            rows.detach().cpu().numpy()))
+        return torch.from_numpy(out.copy()).to(self.device, self.dtype)  # Ray's is read-only
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matmat(v.unsqueeze(0))[0]
+
+    def fresh_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matvec(v)  # nothing is kept between the penalty's products
 
 
 def shard_group(shards: int, num_cpus: float, num_gpus: float) -> Any:

@@ -28,7 +28,9 @@ READ: dict[str, str] = {
     "trajectory_polar": "One line per training run, from its first snapshot to the final "
                         "weights at the center: the radius is the distance in the PCA plane.",
     "hessian_spectra": "Mass left of the vertical line at 0 is negative eigenvalues "
-                       "(non-convexity, NEP); the further right the tail, the sharper (APE).",
+                       "(non-convexity, NEP); the further right the tail, the sharper (APE). "
+                       "Read NEP off the top-k by |λ| curves: a \"smallest\" curve holds "
+                       "the most negative eigenvalues by construction.",
     "hessian_density": "Most eigenvalues sit near 0; tails reaching further out, on either "
                        "side, mean larger curvature (negative: non-convex directions).",
     "fourier_depth": "A fall across a shaded MSA block means it removes high frequencies "

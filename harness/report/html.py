@@ -358,7 +358,9 @@ def _hessian(report: Report, f: dict[str, pd.DataFrame]) -> None:
                  lambda: tables.hessian_stats(_need(hs, "hessian")))
     report.figure(sec, "hessian_spectra", "Top-eigenvalue spectra",
                   "Density (log scale) of the pooled top eigenvalues of every minibatch's "
-                  "Hessian, per model (Fig. 4 style).",
+                  "Hessian, one histogram per model and end (Fig. 4 style); each legend "
+                  "entry says which rows of each unit it pools, e.g. top-5 by |λ| (the "
+                  "paper's), or with which: both the largest and the smallest apart.",
                   lambda: plots.plot_hessian_spectra(_need(hs, "hessian")))
     report.figure(sec, "hessian_density", "Spectral densities",
                   "SLQ estimates of the whole spectrum's density, one curve per unit.",

@@ -26,6 +26,7 @@ from harness.report.frames import group_frames, identity_keys, mean_std, spread_
 from harness.report.tables import (
     HESSIAN_KEYS,
     NoData,
+    _pooled,
     _require,
     data_size_ablation,
     frequency_noise_long,
@@ -197,26 +198,43 @@ def _hessian_groups(hessian: pd.DataFrame, quantity: str) -> list:
     return group_frames(sel, identity_keys(sel, HESSIAN_KEYS, exclude=("train_seed",)))
 
 
+def _by_end(groups: list[tuple[str, str, pd.DataFrame]]) -> list[tuple[str, str, pd.DataFrame]]:
+    """Each group's eigenvalue rows split by `end`, labelled with what they pool (the `pooled`
+    label of `hessian_stats`, e.g. "top-5 by |λ| per unit"): with `which: both` the largest and
+    the smallest are two curves, not one histogram of both ends."""
+    out = []
+    for label, model, g in groups:
+        ends = (g["end"].fillna("").astype(str) if "end" in g.columns
+                else pd.Series("", index=g.index))
+        for end in sorted(set(ends)):
+            sel = g[ends == end]
+            out.append((f"{label} · {_pooled(end, sel)}", model, sel))
+    return out
+
+
 def plot_hessian_spectra(hessian: pd.DataFrame, bins: int = 40) -> Figure:
-    """Densities of the pooled top eigenvalues per model (Fig. 4 style, log density):
-    negative mass is non-convexity (NEP), the positive tail sharpness (APE)."""
-    groups = _hessian_groups(hessian, "eigenvalue")
-    values = np.concatenate([g["value"].to_numpy(float) for _, _, g in groups])
+    """Densities of the pooled top eigenvalues per model and end (Fig. 4 style, log density):
+    one histogram per group and `end`, labelled with the rows it pools and their count, so
+    `which: both` shows the largest and the smallest apart (as `hessian_stats` summarizes
+    them); negative mass is non-convexity (NEP), the positive tail sharpness (APE)."""
+    curves = _by_end(_hessian_groups(hessian, "eigenvalue"))
+    values = np.concatenate([g["value"].to_numpy(float) for _, _, g in curves])
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     pad = max(hi - lo, abs(hi), 1e-12) * 0.05
     edges = np.linspace(lo - pad, hi + pad, bins + 1)
-    styles = _styles(groups)
+    styles = _styles(curves)
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot()
-    for label, _, g in groups:
+    for label, _, g in curves:
         st = styles[label]
         ax.hist(g["value"].to_numpy(float), bins=edges, density=True, histtype="step",
                 color=st["color"], linestyle=st["linestyle"], linewidth=1.4,
                 label=f"{label} (n={len(g)})")
     ax.axvline(0.0, color="black", linewidth=0.6)
     ax.set_yscale("log")
-    ax.set(xlabel="eigenvalue λ", ylabel="density", title="Hessian top eigenvalues, pooled")
-    _legend(ax, len(groups))
+    ax.set(xlabel="eigenvalue λ", ylabel="density",
+           title="Hessian top eigenvalues, pooled per model and end")
+    _legend(ax, len(curves))
     return fig
 
 
