@@ -92,9 +92,10 @@ PARAMS = MODEL_PARAMS + (CHECKPOINT_PARAM,) + OBJECTIVE_PARAMS + (
     Param("top_k", int, 5, "eigenvalues per end", min=1),
     Param("which", str, "magnitude", "magnitude: the top_k of largest |λ| (the paper's); both: "
           "top_k largest and top_k smallest; largest; smallest", choices=WHICH),
-    Param("start_vector", str, "gradient", "lanczos top-k start vector: gradient (random + the "
-          "gradient, converges in fewer HVPs; sharded runs use random) or random; it is also "
-          "the vector of the HVP check",
+    Param("start_vector", str, "random", "lanczos top-k start vector: random (Gaussian) or "
+          "gradient (random + the gradient: leans into the top eigenspace but can return the "
+          "6th eigenvalue as the 5th, measured; sharded runs use random); it is also the "
+          "vector of the HVP check",
           choices=("gradient", "random")),
     Param("tol", float, 1e-3, "lanczos: error estimate min(r, r²/gap) ≤ tol·max|θ| (r: "
           "residual) for every wanted Ritz value; "
@@ -288,7 +289,7 @@ def _generator(ctx: UnitContext, device: torch.device, offset: int) -> torch.Gen
 
 def checked_start(p: dict[str, Any], ctx: UnitContext, op: Any
                   ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(v0, H v0, check): the top-k solve's start vector — random + the gradient with
+    """(v0, H v0, check): the top-k solve's start vector — Gaussian, plus the gradient with
     `start_vector: gradient` where the operator has one — and its product, checked against a
     fresh product (the HVP check of every unit); Lanczos reuses H v0 as its first step."""
     direction = (op.gradient() if p["start_vector"] == "gradient" and hasattr(op, "gradient")
