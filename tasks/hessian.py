@@ -21,7 +21,7 @@ has no double backward); `explicit_attention` in the rows counts those modules.
 Rows (`quantity`):
 - `eigenvalue`: one per eigenvalue; `end` magnitude / largest / smallest, `rank`
   from that end, `error` = residual ‖Hy − λy‖ (a bound on the distance to the
-  spectrum; for PyHessian measured afterwards with our operator, outside its time).
+  spectrum, floored at the float rounding level steps · eps · max|λ|; for PyHessian measured afterwards with our operator, outside its time).
 - `trace`: Hutchinson estimate, `error` = its standard error; `converged` null (no
   target is set: all `trace_probes` run).
 - `trace_nll` (every solver, sharded or not): the trace of the NLL alone — the same probes'
