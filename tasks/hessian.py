@@ -21,7 +21,8 @@ has no double backward); `explicit_attention` in the rows counts those modules.
 Rows (`quantity`):
 - `eigenvalue`: one per eigenvalue; `end` magnitude / largest / smallest, `rank`
   from that end, `error` = residual ‖Hy − λy‖ (a bound on the distance to the
-  spectrum, floored at the float rounding level steps · eps · max|λ|; for PyHessian measured afterwards with our operator, outside its time).
+  spectrum, floored at the float rounding level steps · eps · max|λ|; for PyHessian
+  measured afterwards with our operator, outside its time).
 - `trace`: Hutchinson estimate, `error` = its standard error; `converged` null (no
   target is set: all `trace_probes` run).
 - `trace_nll` (every solver, sharded or not): the trace of the NLL alone — the same probes'
@@ -52,7 +53,8 @@ from torch import nn
 
 from harness.engine.context import UnitContext, WorkerCache
 from harness.analysis.hessian import (HVP_METHODS, WHICH, Batch, HessianOperator, PyHessianObjective,
-                             TraceEstimate, broaden, checked_product, explicit_attention,
+                             TraceEstimate, batch_free_operator, broaden, checked_product,
+                             explicit_attention,
                              default_vectors, hutchinson_trace, lanczos_eigs,
                              pyhessian_compat, slq, start_vector, trace_difference)
 from harness.analysis.objective import PenaltySet, batch_objective, penalty_tensor
@@ -168,8 +170,7 @@ def penalty_operator(model: nn.Module, batches: list[Batch], p: dict[str, Any], 
                      covered: PenaltySet) -> HessianOperator:
     """The Hessian of the penalty term alone on `model` (one batch, weight 1: it does not
     enter), by double backward (nothing kept): what `trace_nll` subtracts per probe."""
-    return HessianOperator(model, batches[:1], penalty_objective(p, wd, covered),
-                           "double_backward", weights=[1.0])
+    return batch_free_operator(model, batches[0], penalty_objective(p, wd, covered))
 
 
 def penalty_objective(p: dict[str, Any], wd: float, covered: PenaltySet) -> Any:
@@ -339,12 +340,6 @@ def _run_lanczos(p: dict[str, Any], ctx: UnitContext, op: Any, names: list[str],
     return rows, path
 
 
-def _estimate(samples: np.ndarray, seconds: float, converged: bool | None) -> TraceEstimate:
-    x = np.asarray(samples, dtype=np.float64)
-    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("inf")
-    return TraceEstimate(float(x.mean()), se, x, seconds, converged)
-
-
 def pyhessian_trace(ph: Any, probes: int, tol: float, penalty_op: HessianOperator | None = None
                     ) -> tuple[TraceEstimate, TraceEstimate | None]:
     """PyHessian's trace() as a TraceEstimate and, given the penalty's operator, the trace of
@@ -363,7 +358,8 @@ def pyhessian_trace(ph: Any, probes: int, tol: float, penalty_op: HessianOperato
     cuda_state = torch.cuda.get_rng_state_all() if cuda else None
     started = time.perf_counter()
     samples = np.asarray(ph.trace(maxIter=probes, tol=tol), dtype=np.float64)
-    total = _estimate(samples, time.perf_counter() - started, len(samples) < probes)
+    total = TraceEstimate.from_samples(samples, time.perf_counter() - started,
+                                       len(samples) < probes)
     if penalty_op is None:
         return total, None
     started = time.perf_counter()
@@ -382,7 +378,7 @@ def pyhessian_trace(ph: Any, probes: int, tol: float, penalty_op: HessianOperato
                                    f"penalty's operator {penalty_op.n}")
             hv = penalty_op.matvec(flat)
             quad.append(float((hv.to(torch.float64) * flat.to(torch.float64)).sum()))
-    part = _estimate(np.array(quad), time.perf_counter() - started, None)
+    part = TraceEstimate.from_samples(quad, time.perf_counter() - started, None)
     return total, trace_difference(total, part)
 
 

@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from harness.analysis.hessian import Batch, HessianOperator, LossFn, explicit_attention
+from harness.analysis.hessian import (Batch, HessianOperator, LossFn, batch_free_operator,
+                                      explicit_attention)
 
 #: builder(shard, shards, device) -> (model (nn.Module) in eval mode, the shard's batches,
 #: loss_fn, per-batch weights n_k / N over all shards[, penalty: a LossFn that ignores its
@@ -81,8 +82,8 @@ class ShardActor:
         if self._penalty is None:
             if self._penalty_fn is None:
                 raise ValueError("this shard's builder returned no penalty term")
-            self._penalty = HessianOperator(self.op.model, self.op.batches[:1], self._penalty_fn,
-                                            "double_backward", weights=[1.0])
+            self._penalty = batch_free_operator(self.op.model, self.op.batches[0],
+                                                self._penalty_fn)
         return self._penalty.matmat(self._tensor(rows)).cpu().numpy()
 
     def loss(self) -> float:
